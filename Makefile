@@ -1,0 +1,42 @@
+# make figures   set up if needed, then run every notebook on the embedded MNIST digits
+# make test      set up if needed, then the unit tests and a smoke run of every notebook
+# make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib) and its Jupyter kernel
+# make paper     the paper's setting: full MNIST, 20 epochs (needs `make mnist` first)
+# make mnist     download full MNIST into data/ (needs the internet)
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.nnspaces-setup
+PROFILE ?= default
+
+.PHONY: setup figures paper test lint mnist clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e .
+	$(PY) -m ipykernel install --sys-prefix --name nnspaces --display-name "Python (nnspaces)"
+	touch $(STAMP)
+
+figures: setup
+	$(PY) -m nnspaces run --profile $(PROFILE)
+
+paper: setup
+	$(PY) -m nnspaces run --profile paper
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check lib tests bench notebooks
+	$(PY) -m ruff format --check lib tests bench
+
+mnist: setup
+	$(PY) -c "import torchvision; [torchvision.datasets.MNIST('data', train=t, download=True) for t in (True, False)]"
+
+clean-results:
+	rm -rf results/smoke results/default results/paper

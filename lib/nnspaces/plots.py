@@ -1,0 +1,179 @@
+"""Figures in one style: image grids with the paper's per-column grey scale, spectra, bars.
+
+Plotting never computes: every function takes arrays the library already produced and
+returns a matplotlib Figure (the caller saves it with :func:`save_figure`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+#: One style for every figure of the repository.
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.cmap": "gray",
+    "image.interpolation": "nearest",
+}
+plt.rcParams.update(STYLE)
+
+
+def _np(a: np.ndarray | torch.Tensor) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def image_grid(
+    rows: Sequence[np.ndarray | torch.Tensor],
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
+    scale: str | Sequence[str] = "column",
+    image_shape: tuple[int, int] | None = None,
+    cell: float = 1.0,
+    title: str | None = None,
+) -> plt.Figure:
+    """A grid of grey images: ``rows[r][c]`` is drawn at row r, column c.
+
+    Each row is an array ``(n_cols, ...)`` whose items reshape to ``image_shape`` (default:
+    square). ``scale`` picks the grey scale, for all rows or one per row: ``"column"`` (the
+    paper's: one min-to-max scale shared by each column, over the rows drawn this way),
+    ``"image"`` (each image its own), ``"row"``, or ``"unit"`` (0 to 1, for real images).
+    ``captions[r][c]`` is written under image (r, c).
+    """
+    allowed = ("column", "image", "row", "unit")
+    scales = [scale] * len(rows) if isinstance(scale, str) else list(scale)
+    bad = [s for s in scales if s not in allowed]
+    if bad or len(scales) != len(rows):
+        raise ValueError(f"bad scale {scale!r}; allowed per row: {', '.join(allowed)}")
+    arrays = [_np(r).reshape(len(r), -1) for r in rows]
+    n_rows, n_cols = len(arrays), max(len(a) for a in arrays)
+    if image_shape is None:
+        side = int(round(np.sqrt(arrays[0].shape[1])))
+        image_shape = (side, side)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(cell * n_cols, cell * n_rows * (1.25 if captions else 1.0)),
+        squeeze=False,
+    )
+    for c in range(n_cols):
+        col = [a[c] for a, s in zip(arrays, scales, strict=True) if c < len(a) and s == "column"]
+        col_lo = min((v.min() for v in col), default=0.0)
+        col_hi = max((v.max() for v in col), default=1.0)
+        for r in range(n_rows):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(arrays[r]):
+                ax.axis("off")
+                continue
+            img = arrays[r][c]
+            lo, hi = {
+                "column": (col_lo, col_hi),
+                "image": (img.min(), img.max()),
+                "row": (arrays[r].min(), arrays[r].max()),
+                "unit": (0.0, 1.0),
+            }[scales[r]]
+            ax.imshow(img.reshape(image_shape), vmin=lo, vmax=hi if hi > lo else lo + 1)
+            if r == 0 and col_labels is not None:
+                ax.set_title(col_labels[c])
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center")
+            if captions is not None and captions[r][c]:
+                ax.set_xlabel(captions[r][c], fontsize=6.5)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def spectrum(
+    singular_values: np.ndarray | Sequence[float],
+    *,
+    condition_number: float | None = None,
+    label: str | None = None,
+    ax: plt.Axes | None = None,
+    log: bool = True,
+) -> plt.Figure:
+    """Singular values in decreasing order (log scale by default), condition number in the
+    title."""
+    s = _np(np.asarray(singular_values, dtype=float))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4, 2.6))
+    else:
+        fig = ax.figure
+    ax.plot(np.arange(len(s)), s, "o-", ms=3, label=label)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("index i")
+    ax.set_ylabel("singular value $s_i$")
+    if condition_number is not None:
+        ax.set_title(f"condition number {condition_number:.3g}")
+    if label:
+        ax.legend()
+    return fig
+
+
+def grouped_bars(
+    values: dict[str, Sequence[float]],
+    labels: Sequence[str],
+    *,
+    ylabel: str = "",
+    title: str | None = None,
+    log: bool = False,
+    stacked: bool = False,
+    figsize: tuple[float, float] = (7, 2.8),
+    reference: float | None = None,
+) -> plt.Figure:
+    """Bars for each label, one bar (or stacked segment) per series in ``values``.
+
+    ``reference`` draws a dashed horizontal line (e.g. a paper's number).
+    """
+    fig, ax = plt.subplots(figsize=figsize)
+    x = np.arange(len(labels))
+    n = len(values)
+    width = 0.8 if stacked else 0.8 / max(n, 1)
+    bottom = np.zeros(len(labels))
+    for i, (name, v) in enumerate(values.items()):
+        v = np.asarray(v, dtype=float)
+        if stacked:
+            ax.bar(x, v, width, bottom=bottom, label=name)
+            bottom += v
+        else:
+            ax.bar(x - 0.4 + width * (i + 0.5), v, width, label=name)
+    if reference is not None:
+        ax.axhline(reference, ls="--", c="k", lw=0.8)
+    ax.set_xticks(x, labels, rotation=45 if max(len(s) for s in labels) > 3 else 0, ha="right"
+                  if max(len(s) for s in labels) > 3 else "center")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if n > 1:
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | Path, *, pdf: bool = False) -> Path:
+    """Save ``fig`` as PNG (and PDF beside it when asked), creating folders; returns the
+    PNG path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    if pdf:
+        fig.savefig(path.with_suffix(".pdf"))
+    return path

@@ -1,0 +1,198 @@
+"""Training, evaluation, and a checkpoint cache keyed by the whole configuration.
+
+The paper's recipe is the default: cross-entropy, SGD with learning rate 1e-3 and momentum
+0.9, batch size 32. :func:`get_trained` returns a cached network when one was trained with the
+same configuration on the same data, else trains it (with a progress bar) and caches it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Dataset, make_loader
+from .models import build_model, check_network
+
+#: Checkpoints live here unless a ``cache_dir`` is given (``NNSPACES_CACHE`` overrides it).
+DEFAULT_CACHE = Path(
+    os.environ.get("NNSPACES_CACHE", Path(__file__).resolve().parents[2] / "data" / "cache")
+)
+CACHE_FORMAT = 1  # bump when the checkpoint layout changes
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained network (and so keys the cache)."""
+
+    network: str
+    epochs: int = 20
+    lr: float = 1e-3
+    momentum: float = 0.9
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_network(self.network)
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs!r} must be an integer >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r} must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} must be an integer >= 1")
+
+
+@dataclass
+class TrainedNetwork:
+    """A trained network (in eval mode) with its configuration and test accuracy."""
+
+    model: nn.Module
+    config: TrainConfig
+    test_accuracy: float
+    from_cache: bool
+    checkpoint: Path | None
+
+    def __repr__(self) -> str:
+        src = "cache" if self.from_cache else "trained"
+        return (
+            f"TrainedNetwork({self.config.network}, epochs={self.config.epochs}, "
+            f"test_accuracy={self.test_accuracy:.4f}, {src})"
+        )
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> nn.Module:
+    """Train ``model`` in place on ``data``'s training split; returns it in eval mode."""
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    bar = tqdm(
+        total=config.epochs * -(-data.n_train // config.batch_size),
+        desc=f"train {config.network}",
+        disable=not progress,
+        unit="batch",
+    )
+    for epoch in range(config.epochs):
+        loader = make_loader(
+            data.x_train, data.y_train, config.batch_size, shuffle=True, seed=config.seed + epoch
+        )
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1000,
+) -> torch.Tensor:
+    """Raw outputs ``(N, 10)`` of ``model`` (eval mode) on images ``x``, computed in batches."""
+    device = torch.device(device)
+    model.eval().to(device)
+    outs = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs) if outs else torch.zeros((0, 10))
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: str | torch.device = "cpu"
+) -> float:
+    """Fraction of images whose largest output is their label."""
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    return (predict(model, x, device=device).argmax(1) == y).double().mean().item()
+
+
+def cache_key(config: TrainConfig, data: Dataset) -> str:
+    """Hash of the configuration, the data (name and content) and the cache format."""
+    blob = json.dumps(
+        {
+            "config": dataclasses.asdict(config),
+            "data": data.info() | {"fingerprint": data.fingerprint()},
+            "format": CACHE_FORMAT,
+            "torch": torch.__version__.split("+")[0],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def get_trained(
+    config: TrainConfig,
+    data: Dataset,
+    *,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainedNetwork:
+    """The network ``config`` describes, trained on ``data``: from the cache, or trained now.
+
+    A checkpoint that cannot be read, or whose stored configuration or weights do not match,
+    is reported with a warning and retrained (never half-used).
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+    key = cache_key(config, data)
+    path = cache_dir / f"{config.network}-{key}.pt"
+    model = build_model(config.network, seed=config.seed)
+    if path.exists():
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            if ckpt.get("key") != key:
+                raise ValueError(f"key {ckpt.get('key')!r} does not match {key!r}")
+            model.load_state_dict(ckpt["state_dict"], strict=True)
+            model.to(device).eval()
+            return TrainedNetwork(model, config, float(ckpt["test_accuracy"]), True, path)
+        except Exception as e:  # any unreadable or mismatched file: retrain, never half-use
+            warnings.warn(f"checkpoint {path} is unusable ({e}); retraining", stacklevel=2)
+            model = build_model(config.network, seed=config.seed)
+    train(model, data, config, device=device, progress=progress)
+    acc = evaluate(model, data.x_test, data.y_test, device=device)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_atomic(
+        {"key": key, "config": dataclasses.asdict(config), "state_dict": state,
+         "test_accuracy": acc},
+        path,
+    )
+    return TrainedNetwork(model, config, acc, False, path)
+
+
+def save_atomic(obj: object, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
