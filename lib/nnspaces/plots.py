@@ -163,7 +163,7 @@ def grouped_bars(
     if title:
         ax.set_title(title)
     if n > 1:
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 

@@ -85,13 +85,15 @@ def run_notebooks(
     kernel = _kernel_name()
     rows = []
     for name in names:
+        source = NOTEBOOK_DIR / f"{name}.ipynb"
         output = out_dir / "notebooks" / f"{name}.ipynb"
+        declared = pm.inspect_notebook(str(source))  # pass each notebook only what it declares
         start = time.perf_counter()
         try:
             pm.execute_notebook(
-                NOTEBOOK_DIR / f"{name}.ipynb",
+                source,
                 output,
-                parameters=params,
+                parameters={k: v for k, v in params.items() if k in declared},
                 kernel_name=kernel,
                 cwd=str(NOTEBOOK_DIR),
                 progress_bar=progress,
