@@ -1,0 +1,169 @@
+"""The explorer's callbacks, driven without a browser: set a widget's value, check the arrays
+and numbers the panel shows against the library's own functions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from nnspaces import spaces
+from nnspaces.data import class_means, load_dataset
+from nnspaces.models import build_model, weight_layers
+from nnspaces.widgets import Explorer, render_png
+
+PNG_MAGIC = b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist-embedded", n_train=200, n_test=100, seed=0)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Untrained networks (seeded): the panels work on any weights."""
+    return {name: build_model(name, seed=0) for name in ("fcnn1", "fcnn5", "resnet18")}
+
+
+@pytest.fixture
+def explorer(data, models):
+    return Explorer(models.__getitem__, data, network="fcnn1", quick=True)
+
+
+def test_opens_on_the_first_dense_layer(explorer):
+    assert explorer.network.value == "fcnn1"
+    assert explorer.layer.value == "1"
+    assert bytes(explorer.signal.spectrum.value).startswith(PNG_MAGIC)
+    assert explorer.signal.index.max == 9  # a 10 x 784 weight has 10 singular vectors
+    assert "i = 0" in explorer.signal.info.value
+    assert not plt.get_fignums(), "rendering must close its figures"
+
+
+def test_slider_shows_s_i_v_i_of_the_chosen_i(explorer, models):
+    W = weight_layers(models["fcnn1"])["1"].weight
+    expected = spaces.layer_spaces(W).signal_space
+    before = bytes(explorer.signal.vector_image.value)
+    explorer.signal.index.value = 3
+    assert explorer.signal.vector.shape == (28, 28)
+    np.testing.assert_allclose(explorer.signal.vector, expected[3].reshape(28, 28))
+    s = np.linalg.svd(W.detach().double().numpy(), compute_uv=False)
+    assert np.linalg.norm(explorer.signal.vector) == pytest.approx(s[3])
+    assert f"i = 3, s_i = {s[3]:.4g}" in explorer.signal.info.value
+    assert bytes(explorer.signal.vector_image.value) != before
+
+
+def test_conv_layer_shows_kernels(explorer, models):
+    explorer.network.value = "resnet18"
+    assert explorer.layer.value == "layer1.0.conv1"  # the paper's Figure 2 layer
+    sig = explorer.signal
+    assert sig.index.max == 8  # (64*64) x 9 kernel matrix: 9 signal-space kernels
+    sig.index.value = 8
+    assert sig.vector.shape == (3, 3)
+    w = weight_layers(models["resnet18"])["layer1.0.conv1"].weight
+    s = np.linalg.svd(spaces.conv_as_matrix(w), compute_uv=False)
+    assert np.linalg.norm(sig.vector) == pytest.approx(s[8])
+    assert f"{s[0] / s[-1]:.4g}" in sig.info.value  # the condition number
+
+    explorer.layer.value = "conv1"  # 64 x 1 x 7 x 7: 49 kernels of 7x7
+    assert sig.index.max == 48 and sig.vector.shape == (7, 7)
+
+
+def test_hidden_dense_layer_shows_bars(explorer):
+    explorer.select("fcnn5", "3")
+    assert explorer.signal.vector.shape == (256,)
+    assert explorer.signal.index.max == 255
+
+
+def test_residual_is_image_minus_projection(explorer, models, data):
+    res = explorer.residual
+    res.label.value = 4
+    W = weight_layers(models["fcnn1"])["1"].weight
+    mean4 = class_means(data.x_train, data.y_train)[4].numpy().reshape(28, 28)
+    np.testing.assert_allclose(res.image, mean4, rtol=1e-6)
+    np.testing.assert_allclose(res.projection + res.residual, res.image, atol=1e-12)
+    np.testing.assert_allclose(
+        res.projection, spaces.row_space_projection(W, res.image.reshape(-1)).reshape(28, 28)
+    )
+    assert res.energy == pytest.approx(float(spaces.energy_kept(W, res.image.reshape(-1))))
+    assert f"{100 * res.energy:.1f}%" in res.info.value
+    # the residual is invisible to the layer: W r = 0
+    assert np.abs(W.detach().double().numpy() @ res.residual.reshape(-1)).max() < 1e-10
+    expected = spaces.energy_kept_per_layer(models["fcnn1"], torch.as_tensor(mean4)[None, None])
+    assert res.per_layer == pytest.approx(expected)
+
+
+def test_residual_of_one_test_image(explorer, data):
+    res = explorer.residual
+    res.label.value = 7
+    options = [v for _, v in res.source.options]
+    assert options[0] == -1 and len(options) > 1
+    res.source.value = options[1]
+    np.testing.assert_allclose(res.image, data.x_test[options[1]].numpy().reshape(28, 28))
+    assert int(data.y_test[options[1]]) == 7
+    np.testing.assert_allclose(res.projection + res.residual, res.image, atol=1e-12)
+
+
+def test_deeper_layer_still_decomposes_the_image_at_the_first(explorer):
+    explorer.select("fcnn5", "5")
+    res = explorer.residual
+    assert res.decomposed == "1"
+    assert set(res.per_layer) == {"1", "3", "5", "7", "9"}
+    assert all(0 <= v <= 1 + 1e-9 for v in res.per_layer.values())
+    assert "layer 5 reads activations" in res.info.value
+
+
+def test_convolutional_network_has_no_image_projection(explorer):
+    explorer.network.value = "resnet18"
+    res = explorer.residual
+    assert res.decomposed is None and res.projection is None
+    assert "starts with a convolution" in res.info.value
+    assert len(res.per_layer) == 21 and res.per_layer["conv1"] == pytest.approx(1.0)
+
+
+def test_bad_layer_is_a_clear_error(explorer):
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        explorer.select("fcnn1", "nope")
+    assert "nope" in explorer.error.value
+
+
+def test_failed_load_goes_back_to_the_network_on_display(data, models):
+    def load(name):
+        if name == "fcnn5":
+            raise RuntimeError("no checkpoint and no time")
+        return models[name]
+
+    ex = Explorer(load, data)
+    with pytest.raises(RuntimeError):
+        ex.network.value = "fcnn5"
+    assert ex.network.value == "fcnn1" and "no checkpoint" in ex.error.value
+    assert ex.shown == "fcnn1"
+
+
+def test_from_context_uses_the_runs_networks(data, models):
+    loaded = []
+
+    def trained(name, progress=True):
+        loaded.append(name)
+        return models[name]
+
+    ctx = SimpleNamespace(trained=trained, data=data, device=torch.device("cpu"), seed=0)
+    ex = Explorer.from_context(ctx)
+    assert loaded == ["fcnn1"]  # networks load when first picked
+    ex.network.value = "fcnn5"
+    ex.network.value = "fcnn1"
+    assert loaded == ["fcnn1", "fcnn5"]
+    assert ex.widget.children[0] is ex.controls
+
+
+def test_render_png_closes_its_figure():
+    def draw():
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        return fig
+
+    assert render_png(draw).startswith(PNG_MAGIC)
+    assert not plt.get_fignums()
