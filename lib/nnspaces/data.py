@@ -169,16 +169,18 @@ def stratified_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(first, rest)`` with ``n_first`` items in ``first``, classes in proportion.
 
-    Each class contributes ``round(n_first * share)`` items (the rounding remainder goes to
-    the largest classes first), chosen by a seeded permutation.
+    Each class contributes its share ``n_first * count / n`` rounded by the largest-remainder
+    rule (ties go to larger classes), its items chosen by a seeded permutation.
     """
     n = len(y)
     if not 0 < n_first < n:
         raise ValueError(f"cannot take {n_first} of {n} items; need 0 < n_first < {n}")
     g = torch.Generator().manual_seed(seed)
     classes, counts = torch.unique(y, return_counts=True)
-    quota = (counts.double() * n_first / n).floor().long()
-    for i in torch.argsort(counts, descending=True, stable=True)[: n_first - int(quota.sum())]:
+    share = counts.double() * n_first / n
+    quota = share.floor().long()
+    order = sorted(range(len(counts)), key=lambda i: (-(share[i] - quota[i]), -counts[i]))
+    for i in order[: n_first - int(quota.sum())]:
         quota[i] += 1
     first = []
     for c, q in zip(classes.tolist(), quota.tolist(), strict=True):

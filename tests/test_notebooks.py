@@ -1,0 +1,82 @@
+"""Every notebook runs headless under papermill (smoke profile) and writes well-formed
+metrics; a bad parameter stops a notebook at its validation cell with a clear message."""
+
+import json
+import math
+
+import papermill as pm
+import pytest
+
+from nnspaces.run import NOTEBOOK_DIR, available_notebooks, format_table, run_notebooks
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    rows = run_notebooks("smoke", out_dir=out, progress=False)
+    return out, rows
+
+
+def test_every_notebook_runs(smoke_run):
+    out, rows = smoke_run
+    assert [r["notebook"] for r in rows] == available_notebooks()
+    failed = [(r["notebook"], r["status"]) for r in rows if r["status"] != "ok"]
+    assert not failed
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["profile"] == "smoke" and len(summary["notebooks"]) == len(rows)
+    assert "fig1_fcnn_signal_space" in format_table(rows, {})
+
+
+def _metrics(out, name):
+    return json.loads((out / "metrics" / f"{name}.json").read_text())
+
+
+def test_fig1_outputs(smoke_run):
+    out, _ = smoke_run
+    m = _metrics(out, "fig1")
+    assert m["dataset"] == "mnist-embedded" and (m["n_train"], m["n_test"]) == (500, 200)
+    assert 0 <= m["test_accuracy"] <= 1
+    s = m["singular_values"]
+    assert len(s) == 10 and all(a >= b > 0 for a, b in zip(s, s[1:], strict=False))
+    assert math.isclose(m["condition_number"], s[0] / s[-1], rel_tol=1e-9)
+    assert (out / "figures" / "fig1.png").stat().st_size > 10_000
+    assert (out / "figures" / "fig1_energy.png").is_file()
+    assert (out / "models" / "fcnn1.pt").is_file()
+
+
+def test_fig2_outputs(smoke_run):
+    out, _ = smoke_run
+    m = _metrics(out, "fig2")
+    assert m["layer"] == "layer1.0.conv1" and len(m["singular_values"]) == 9
+    s = m["singular_values"]
+    assert math.isclose(m["condition_number"], s[0] / s[-1], rel_tol=1e-9)
+    assert len(m["per_layer"]) == 20
+    for row in m["per_layer"]:
+        assert set(row) == {"layer", "shape", "condition_number_trained",
+                            "condition_number_init"}
+        assert row["condition_number_trained"] >= 1 and row["condition_number_init"] >= 1
+    assert (out / "figures" / "fig2.png").is_file() and (out / "models" / "resnet18.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"dataset": "cifar10"}, "unknown dataset 'cifar10'"),
+        ({"epochs": {"fcnn1": 0}}, "epochs['fcnn1']=0 must be an integer >= 1"),
+        ({"device": "tpu"}, "device 'tpu'"),
+    ],
+)
+def test_bad_parameter_fails_at_validation(tmp_path, parameters, message):
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(
+            NOTEBOOK_DIR / "fig1_fcnn_signal_space.ipynb",
+            tmp_path / "out.ipynb",
+            parameters={"out_dir": str(tmp_path), **parameters},
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=False,
+        )
+    assert e.value.ename == "ValueError" and message in e.value.evalue
+    # it stopped at the validation cell: nothing was trained or written
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "models").exists()
