@@ -138,7 +138,7 @@ def test_truncated_file_in_dataset_folder_is_reported(tmp_path):
 
 needs_fashion = pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(),
-    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)",
+    reason="Debian's dataset-fashion-mnist is not installed (apt-get install it)",
 )
 
 

@@ -9,7 +9,10 @@ from nnspaces.models import NETWORKS, build_model, n_parameters, weight_layers
 # counted by hand from METHOD.md's architectures
 EXPECTED_PARAMETERS = {
     "fcnn1": 784 * 10 + 10,
-    "fcnn5": (784 * 256 + 256) + (256 * 256 + 256) + (256 * 128 + 128) + (128 * 32 + 32)
+    "fcnn5": (784 * 256 + 256)
+    + (256 * 256 + 256)
+    + (256 * 128 + 128)
+    + (128 * 32 + 32)
     + (32 * 10 + 10),
     # torchvision resnet18 (11,689,512 for 3 channels and 1000 classes), with a one-channel
     # conv1 (64*1*7*7 instead of 64*3*7*7) and a 10-class fc (512*10+10 instead of 512*1000+1000)
@@ -31,7 +34,11 @@ def test_fcnn_architectures():
     fc5 = build_model("fcnn5")
     linears = [m for m in fc5 if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
-        (784, 256), (256, 256), (256, 128), (128, 32), (32, 10)
+        (784, 256),
+        (256, 256),
+        (256, 128),
+        (128, 32),
+        (32, 10),
     ]
     assert sum(isinstance(m, nn.SELU) for m in fc5) == 4
     assert isinstance(fc5[-1], nn.Linear)  # no activation after the last layer
@@ -41,7 +48,12 @@ def test_resnet18_first_convolution_and_layers():
     model = build_model("resnet18")
     c = model.conv1
     assert (c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.bias) == (
-        1, 64, (7, 7), (2, 2), (3, 3), None
+        1,
+        64,
+        (7, 7),
+        (2, 2),
+        (3, 3),
+        None,
     )
     layers = weight_layers(model)
     convs = [k for k, m in layers.items() if isinstance(m, nn.Conv2d)]

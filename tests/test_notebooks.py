@@ -54,8 +54,7 @@ def test_fig2_outputs(smoke_run):
     assert math.isclose(m["condition_number"], s[0] / s[-1], rel_tol=1e-9)
     assert len(m["per_layer"]) == 20
     for row in m["per_layer"]:
-        assert set(row) == {"layer", "shape", "condition_number_trained",
-                            "condition_number_init"}
+        assert set(row) == {"layer", "shape", "condition_number_trained", "condition_number_init"}
         assert row["condition_number_trained"] >= 1 and row["condition_number_init"] >= 1
     assert (out / "figures" / "fig2.png").is_file() and (out / "models" / "resnet18.pt").is_file()
 

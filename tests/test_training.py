@@ -20,12 +20,11 @@ def test_short_training_beats_chance(small, tmp_path):
 
 
 def test_training_is_deterministic(small, tmp_path):
-    a = get_trained(TrainConfig("fcnn5", epochs=1), small, cache_dir=tmp_path / "a",
-                    progress=False)
-    b = get_trained(TrainConfig("fcnn5", epochs=1), small, cache_dir=tmp_path / "b",
-                    progress=False)
-    assert all(torch.equal(p, q) for p, q in
-               zip(a.model.parameters(), b.model.parameters(), strict=True))
+    a = get_trained(TrainConfig("fcnn5", epochs=1), small, cache_dir=tmp_path / "a", progress=False)
+    b = get_trained(TrainConfig("fcnn5", epochs=1), small, cache_dir=tmp_path / "b", progress=False)
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True)
+    )
 
 
 def test_cache_hit_and_key(small, tmp_path):

@@ -146,8 +146,9 @@ def setup_run(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
     for label, value in (("n_train", n_train), ("n_test", n_test)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 10):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 10
+        ):
             raise ValueError(f"{label}={value!r} must be an integer >= 10, or None for all")
     if isinstance(epochs, int):
         epochs = dict.fromkeys(NETWORKS, epochs)

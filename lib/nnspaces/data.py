@@ -164,9 +164,7 @@ def make_loader(
     )
 
 
-def stratified_split(
-    y: torch.Tensor, n_first: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(y: torch.Tensor, n_first: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(first, rest)`` with ``n_first`` items in ``first``, classes in proportion.
 
     Each class contributes its share ``n_first * count / n`` rounded by the largest-remainder
@@ -246,7 +244,7 @@ def _load_idx_dataset(name: str, root: Path) -> Dataset:
                 "dataset-fashion-mnist) or put the uncompressed IDX files there"
             )
         raise DataError(f"{name}: missing IDX files {missing} in {raw}; {ways}")
-    for key, (fname, shape) in _IDX_FILES.items():
+    for fname, shape in _IDX_FILES.values():
         check_idx_file(raw / fname, shape)
 
     import torchvision.datasets as tvd

@@ -51,9 +51,7 @@ def build_model(name: str, seed: int | None = 0) -> nn.Module:
 
 def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Every Linear and Conv2d layer of ``model`` by its module name, in forward order."""
-    return {
-        name: m for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)
-    }
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)}
 
 
 def n_parameters(model: nn.Module) -> int:

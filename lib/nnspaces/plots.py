@@ -155,8 +155,12 @@ def grouped_bars(
             ax.bar(x - 0.4 + width * (i + 0.5), v, width, label=name)
     if reference is not None:
         ax.axhline(reference, ls="--", c="k", lw=0.8)
-    ax.set_xticks(x, labels, rotation=45 if max(len(s) for s in labels) > 3 else 0, ha="right"
-                  if max(len(s) for s in labels) > 3 else "center")
+    ax.set_xticks(
+        x,
+        labels,
+        rotation=45 if max(len(s) for s in labels) > 3 else 0,
+        ha="right" if max(len(s) for s in labels) > 3 else "center",
+    )
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")

@@ -112,9 +112,7 @@ class LayerSpaces:
         )
 
 
-def layer_spaces(
-    weight: np.ndarray | torch.Tensor, *, full_matrices: bool = True
-) -> LayerSpaces:
+def layer_spaces(weight: np.ndarray | torch.Tensor, *, full_matrices: bool = True) -> LayerSpaces:
     """SVD-based spaces of a 2-D weight ``(m, n)`` (torch tensor or NumPy array).
 
     With ``full_matrices=False`` ``U`` is only ``(m, min(m, n))`` and ``left_null_space`` is

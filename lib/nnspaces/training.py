@@ -177,8 +177,12 @@ def get_trained(
     acc = evaluate(model, data.x_test, data.y_test, device=device)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_atomic(
-        {"key": key, "config": dataclasses.asdict(config), "state_dict": state,
-         "test_accuracy": acc},
+        {
+            "key": key,
+            "config": dataclasses.asdict(config),
+            "state_dict": state,
+            "test_accuracy": acc,
+        },
         path,
     )
     return TrainedNetwork(model, config, acc, False, path)
