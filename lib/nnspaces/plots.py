@@ -181,3 +181,76 @@ def save_figure(fig: plt.Figure, path: str | Path, *, pdf: bool = False) -> Path
     if pdf:
         fig.savefig(path.with_suffix(".pdf"))
     return path
+
+
+def score_histograms(
+    outputs: dict[str, np.ndarray | torch.Tensor],
+    labels: np.ndarray | torch.Tensor,
+    targets: dict[str, np.ndarray | torch.Tensor] | None = None,
+    *,
+    bins: int = 40,
+) -> plt.Figure:
+    """Histograms of each output unit's raw scores over the data: one row per network, one
+    column per output unit j, images of class j in colour and all others in grey.
+
+    ``outputs[name]`` is ``(N, K)``; ``targets[name]`` ``(K, K)`` (row c = target for class c)
+    marks the paper's target values: ``t_c[c]`` (the class's own maximum, solid) and the
+    minimum every other class's target asks of unit j (dashed).
+    """
+    labels = _np(labels)
+    names = list(outputs)
+    k = _np(outputs[names[0]]).shape[1]
+    fig, axes = plt.subplots(len(names), k, figsize=(1.5 * k, 1.4 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        out = _np(outputs[name])
+        for j in range(k):
+            ax = axes[r, j]
+            edges = np.histogram_bin_edges(out[:, j], bins=bins)
+            ax.hist(out[labels != j, j], bins=edges, color="0.6", label="other classes")
+            ax.hist(out[labels == j, j], bins=edges, color="C0", alpha=0.8, label=f"class {j}")
+            if targets is not None:
+                t = _np(targets[name])
+                ax.axvline(t[j, j], color="C3", lw=1)
+                others = np.delete(t[:, j], j)
+                ax.axvline(others.min(), color="C3", lw=1, ls="--")
+            ax.set_yticks([])
+            ax.tick_params(labelsize=6)
+            if r == 0:
+                ax.set_title(f"output {j}")
+            if j == 0:
+                ax.set_ylabel(name)
+    fig.tight_layout()
+    return fig
+
+
+def frontier(
+    rows: dict[str, Sequence[dict]],
+    *,
+    x: str = "weight",
+    error: str = "median_rel_error",
+    agree: str = "n_agree",
+    n_classes: int = 10,
+    xlabel: str = "prior weight",
+) -> plt.Figure:
+    """The trade-off a prior buys, one panel per network: output error (log scale, left
+    axis) and the number of classes other networks recognise (right axis) against the
+    prior's weight. ``rows[name]`` is a list of dicts with keys ``x``, ``error``, ``agree``."""
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows), 2.8), squeeze=False)
+    for ax, (name, pts) in zip(axes[0], rows.items(), strict=True):
+        xs = np.array([p[x] for p in pts], dtype=float)
+        pos = np.where(xs > 0, xs, np.nan)
+        # draw weight 0 at a tenth of the smallest positive weight on the log axis
+        xs = np.where(xs > 0, xs, np.nanmin(pos) / 10 if np.any(xs > 0) else 1.0)
+        ax.plot(xs, [p[error] for p in pts], "o-", c="C0")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel + " (0 at far left)")
+        ax.set_ylabel("median relative error", color="C0")
+        twin = ax.twinx()
+        twin.plot(xs, [p[agree] for p in pts], "s--", c="C1")
+        twin.set_ylim(-0.5, n_classes + 0.5)
+        twin.set_ylabel("classes recognised by the others", color="C1")
+        twin.axhline(9, c="C1", lw=0.6, ls=":")
+        ax.set_title(name)
+    fig.tight_layout()
+    return fig

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PROFILES, REPO_ROOT, RESULTS
+from .report import write_report
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Notebooks in the order they run (later ones reuse the networks earlier ones trained).
@@ -161,12 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     print(format_table(rows, key_numbers(out_dir)))
-    try:
-        from .report import write_report
-    except ImportError:
-        write_report = None
-    if write_report is not None:
-        print(f"report: {write_report(out_dir)}")
+    print(f"report: {write_report(out_dir)}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
