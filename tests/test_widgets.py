@@ -3,6 +3,7 @@ and numbers the panel shows against the library's own functions."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from nnspaces import spaces
+from nnspaces import inversion, spaces
 from nnspaces.data import class_means, load_dataset
 from nnspaces.models import build_model, weight_layers
-from nnspaces.widgets import Explorer, render_png
+from nnspaces.widgets import Explorer, InversionPanel, default_steps, render_png
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -167,3 +168,83 @@ def test_render_png_closes_its_figure():
 
     assert render_png(draw).startswith(PNG_MAGIC)
     assert not plt.get_fignums()
+
+
+# ----------------------------------------------------------------------------- inversion panel
+
+
+def test_run_brings_the_output_closer_to_the_target(explorer, models):
+    inv = explorer.inversion
+    inv.label.value = 3
+    inv.method.value = "descent"
+    assert not inv.start.disabled and not inv.steps.disabled
+    inv.steps.value = 40
+    result = inv.run()
+    assert result is inv.result and result.classes == [3] and result.network == "fcnn1"
+    assert result.rel_error[0] < inv.start_result.rel_error[0]
+    assert inv.progress.value == inv.progress.max == 40
+    assert "done: 40 steps" in inv.progress_text.value
+    assert f"{result.rel_error[0]:.3g}" in inv.numbers.value
+    for image in (inv.images, inv.bars, inv.history):
+        assert bytes(image.value).startswith(PNG_MAGIC)
+    # the target is the paper's: min over the data of every other output, max of output 3
+    stats = inversion.score_stats(models["fcnn1"], explorer.data.x_train, explorer.data.y_train)
+    expected = inversion.make_targets(stats, "min-max", [3])
+    torch.testing.assert_close(result.target, expected)
+
+
+def test_controls_follow_the_method_and_target(explorer):
+    inv = explorer.inversion
+    inv.method.value = "min-img+training"
+    assert inv.start.disabled  # the method names its start image
+    assert inv.steps.value == default_steps("min-img+training", quick=True) == 50
+    inv.method.value = "avg-min-img"
+    assert inv.steps.disabled
+    assert inv.percentiles.disabled
+    inv.target.value = "percentile"
+    assert not inv.percentiles.disabled
+    inv.percentiles.value = (10.0, 90.0)
+    result = inv.run()
+    assert result.steps == 0 and "done in" in inv.progress_text.value
+    stats = inv._score_stats()
+    expected = inversion.make_targets(stats, "percentile", [0], percentiles=(10.0, 90.0))
+    torch.testing.assert_close(result.target, expected)
+
+
+def test_exact_inversion_only_for_selu_networks(explorer):
+    inv = explorer.inversion
+    assert "exact" in inv.method.options
+    inv.method.value = "exact"
+    result = inv.run()
+    assert result.rel_error[0] < 1e-6 and "reached" in inv.numbers.value
+    explorer.network.value = "resnet18"
+    assert "exact" not in inv.method.options and inv.method.value == "descent"
+
+
+def test_run_button_runs_in_a_thread(explorer):
+    inv = explorer.inversion
+    inv.method.value = "box"
+    inv.steps.value = 20
+    inv.run_button.click()
+    inv.thread.join(timeout=60)
+    assert not inv.running and inv.result is not None and inv.result.method == "box"
+    assert inv.result.outside[0] == 0  # box keeps the pixels in [0, 1]
+    assert not inv.run_button.disabled and inv.stop_button.disabled
+
+
+def test_stop_ends_a_long_run_early(explorer):
+    inv = explorer.inversion
+    inv.method.value = "avg-img+training"  # the paper's small SGD steps: never converges
+    inv.steps.value = 100_000
+    inv.run_in_thread()
+    deadline = time.monotonic() + 60
+    while inv.progress.value < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert inv.running and inv.stop_button.disabled is False
+    inv.stop_button.click()
+    inv.thread.join(timeout=60)
+    assert not inv.running
+    assert inv.result.steps < 100_000
+    assert "stopped at step" in inv.progress_text.value
+    with pytest.raises(RuntimeError, match="no network"):
+        InversionPanel(explorer.data).run()
