@@ -248,3 +248,13 @@ def test_stop_ends_a_long_run_early(explorer):
     assert "stopped at step" in inv.progress_text.value
     with pytest.raises(RuntimeError, match="no network"):
         InversionPanel(explorer.data).run()
+
+
+def test_images_stay_hidden_until_drawn(explorer):
+    inv = explorer.inversion
+    assert inv.images.layout.display == "none"  # no broken-image icon before the first run
+    assert explorer.signal.spectrum.layout.display is None
+    inv.method.value = "exact"
+    inv.run()
+    assert inv.images.layout.display is None
+    assert inv.history.layout.display == "none"  # exact has no iterations to plot

@@ -82,6 +82,18 @@ def _shows_errors(method: Callable) -> Callable:
     return wrapper
 
 
+def _image() -> W.Image:
+    """An image widget shown at its PNG's own size (a flex box would stretch it), hidden
+    while it has no PNG (a browser would draw a broken-image icon)."""
+    image = W.Image(format="png", layout=W.Layout(align_self="flex-start", display="none"))
+
+    def show_if_set(change: dict) -> None:
+        image.layout.display = None if len(change["new"]) else "none"
+
+    image.observe(show_if_set, names="value")
+    return image
+
+
 def _heading(text: str) -> W.HTML:
     return W.HTML(f"<b>{html.escape(text)}</b>")
 
@@ -140,7 +152,16 @@ def _spectrum_figure(spaces: LayerSpaces, i: int, title: str) -> plt.Figure:
     return fig
 
 
-class SignalSpacePanel:
+class _Shown:
+    """Shows as its ``widget`` in a notebook (``explorer.signal`` alone in a cell)."""
+
+    widget: W.Widget
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class SignalSpacePanel(_Shown):
     """A layer's singular value spectrum (log scale, with its condition number) and, under a
     slider over ``i``, the scaled right singular vector ``s_i v_i``.
 
@@ -150,12 +171,13 @@ class SignalSpacePanel:
 
     def __init__(self) -> None:
         self.title = _heading("Signal space")
+        self.title.add_class("nnspaces-signal-title")
         self.index = W.IntSlider(value=0, min=0, max=0, description="i", continuous_update=False)
         self.index.add_class("nnspaces-signal-slider")
         self.info = W.HTML()
         self.info.add_class("nnspaces-signal-info")
-        self.spectrum = W.Image(format="png")
-        self.vector_image = W.Image(format="png")
+        self.spectrum = _image()
+        self.vector_image = _image()
         self.vector_image.add_class("nnspaces-signal-vector")
         self.error = W.HTML()
         self.widget = W.VBox(
@@ -216,9 +238,6 @@ class SignalSpacePanel:
             f"s_max / s_min = {spaces.condition_number:.4g}"
         )
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        return self.widget._repr_mimebundle_(**kwargs)
-
 
 def image_layer(model: nn.Module, selected: str | None = None) -> tuple[str, nn.Module] | None:
     """The dense layer that reads the image whole: ``selected`` if it does, else the network's
@@ -233,7 +252,7 @@ def image_layer(model: nn.Module, selected: str | None = None) -> tuple[str, nn.
     return None
 
 
-class ResidualPanel:
+class ResidualPanel(_Shown):
     """What a layer keeps of an image and what it throws away.
 
     Pick a class and an image (the class average over the training set, or one test image).
@@ -249,8 +268,8 @@ class ResidualPanel:
         self.title = _heading("Residual space")
         self.label = W.Dropdown(options=list(range(N_CLASSES)), value=0, description="class")
         self.source = W.Dropdown(description="image", layout=W.Layout(width="22em"))
-        self.images = W.Image(format="png")
-        self.per_layer_image = W.Image(format="png")
+        self.images = _image()
+        self.per_layer_image = _image()
         self.info = W.HTML()
         self.info.add_class("nnspaces-residual-info")
         self.error = W.HTML()
@@ -393,9 +412,6 @@ class ResidualPanel:
             ax.patches[names.index(self.layer_name)].set_color("C3")
         return fig
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        return self.widget._repr_mimebundle_(**kwargs)
-
 
 #: Methods that start from a named image and change nothing else (no steps to run).
 _NO_STEPS = ("exact",)
@@ -410,7 +426,7 @@ def default_steps(method: str, quick: bool = False) -> int:
     return min(preset.steps, 50) if quick else preset.steps
 
 
-class InversionPanel:
+class InversionPanel(_Shown):
     """Find an image the network maps onto a chosen target output (:func:`inversion.invert`).
 
     Pick a class, a target (``min-max``: the paper's, ``percentile`` or ``notebook``), a
@@ -443,6 +459,7 @@ class InversionPanel:
             min=0.0,
             max=100.0,
             step=5.0,
+            readout_format=".0f",
             description="percentiles",
             disabled=True,
             continuous_update=False,
@@ -461,10 +478,10 @@ class InversionPanel:
         self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
         self.stop_button.add_class("nnspaces-invert-stop")
         self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="14em"))
-        self.progress_text = W.HTML()
-        self.images = W.Image(format="png")
-        self.bars = W.Image(format="png")
-        self.history = W.Image(format="png")
+        self.progress_text = W.HTML("press Run to invert")
+        self.images = _image()
+        self.bars = _image()
+        self.history = _image()
         self.numbers = W.HTML()
         self.numbers.add_class("nnspaces-invert-result")
         self.error = W.HTML()
@@ -638,8 +655,9 @@ class InversionPanel:
                 title=f"{result.network}, class {c}: output against the target",
             )
         )
-        if result.history:
-            self.history.value = render_png(lambda: _history_figure(result.history))
+        self.history.value = (
+            render_png(lambda: _history_figure(result.history)) if result.history else b""
+        )
         self.numbers.value = _result_table(result, start)
 
 
@@ -682,7 +700,7 @@ def _module(net: TrainedNetwork | nn.Module) -> nn.Module:
     return (net.model if isinstance(net, TrainedNetwork) else net).eval()
 
 
-class Explorer:
+class Explorer(_Shown):
     """The three panels and the network / layer pickers that drive them.
 
     ``load_network(name)`` returns a trained network (a :class:`TrainedNetwork` or a plain
@@ -709,6 +727,7 @@ class Explorer:
         self.seed = seed
         self.networks: dict[str, TrainedNetwork | nn.Module] = {}
         self.network = W.Dropdown(options=list(NETWORKS), value=network, description="network")
+        self.network.add_class("nnspaces-network")
         self.layer = W.Dropdown(description="layer", layout=W.Layout(width="28em"))
         self.status = W.HTML()
         self.error = W.HTML()
@@ -720,6 +739,8 @@ class Explorer:
         self.residual = ResidualPanel(data)
         self.inversion = InversionPanel(data, quick=quick, device=device, seed=seed)
         self.panels: list[Any] = [self.signal, self.residual, self.inversion]
+        #: everything in one box: the pickers, then each panel
+        self.widget = W.VBox([self.controls, *[p.widget for p in self.panels]])
         self._updating = False
         self.shown: str | None = None  # the network on display
         self.select(network)
@@ -737,11 +758,6 @@ class Explorer:
     def model(self) -> nn.Module:
         """The network on display (eval mode)."""
         return _module(self.networks[self.network.value])
-
-    @property
-    def widget(self) -> W.VBox:
-        """Everything in one box: pickers, then each panel."""
-        return W.VBox([self.controls, *[p.widget for p in self.panels]])
 
     @_shows_errors
     def select(self, network: str, layer: str | None = None) -> None:
@@ -793,6 +809,3 @@ class Explorer:
         self.residual.set_network(model, self.network.value, name)
         for panel in self.panels[2:]:
             panel.set_network(model, self.network.value)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        return self.widget._repr_mimebundle_(**kwargs)
