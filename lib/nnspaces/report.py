@@ -50,6 +50,19 @@ CAPTIONS = {
     "fig3_all_methods": (
         "Every inversion method for every digit, with how close the output gets to its target."
     ),
+    "fig3_scores": (
+        "Raw output scores of each network over the training set, per output unit, with the "
+        "targets (min over the data for the other outputs, max for the digit's own)."
+    ),
+    "fig3_null_space": (
+        "Several different images with one and the same output: exact pre-images of the SELU "
+        "networks, differing by null-space components."
+    ),
+    "fig3_frontier": (
+        "How natural against how exact: a prior's weight traded against the relative output "
+        "error, and how many digits the other networks still recognise."
+    ),
+    "fig3_natural": ("Natural pre-images: percentile targets, priors, pixels inside [0, 1]."),
 }
 #: Display order of the known figures; the rest follow by name.
 FIGURE_ORDER = tuple(CAPTIONS)
@@ -263,9 +276,24 @@ def _key_numbers_section(page: _Page, metrics: dict[str, Any]) -> None:
     _inversion_table(page, metrics)
 
 
-def _inversion_errors(metrics: dict[str, Any]) -> list[tuple[str, str, float, int]]:
-    """(file, path, median, count) for every relative-error entry found in the metrics: a
-    number, a list of numbers (its median) or a per-class list of records."""
+@dataclass(frozen=True)
+class _Error:
+    """One relative-error entry of a metrics file: the median of its numbers."""
+
+    file: str
+    path: tuple[str, ...]
+    median: float
+    n: int
+
+    @property
+    def parent(self) -> tuple[str, ...]:
+        return self.path[:-1]
+
+
+def _inversion_errors(metrics: dict[str, Any]) -> list[_Error]:
+    """Every relative-error entry in the metrics (a number, a list of numbers, or per-class
+    records gathered under their parent), with its median. Where a record holds both a
+    ready-made ``median_...`` and the per-class list, only the median is kept."""
     found: dict[tuple[str, tuple[str, ...]], list[float]] = {}
     for name, m in metrics.items():
         for path, value in _walk(m):
@@ -278,35 +306,82 @@ def _inversion_errors(metrics: dict[str, Any]) -> list[tuple[str, str, float, in
             # per-class records (.../<class>/relative_error) are gathered under their parent
             parent = path[:-2] + path[-1:] if len(path) >= 2 and path[-2].isdigit() else path
             found.setdefault((name, parent), []).extend(numbers)
+    errors = [_Error(n, p, statistics.median(v), len(v)) for (n, p), v in found.items()]
+    with_median = {(e.file, e.parent) for e in errors if e.path[-1].startswith("median")}
     return [
-        (name, " / ".join(path), statistics.median(v), len(v)) for (name, path), v in found.items()
+        e
+        for e in errors
+        if e.path[-1].startswith("median") or (e.file, e.parent) not in with_median
     ]
 
 
 def _is_relative_error(key: str) -> bool:
     k = key.lower()
-    return ("rel" in k and "err" in k) or k in ("relative_error", "rel_error")
+    return "rel" in k and "err" in k
+
+
+def _pivot_key(error: _Error) -> tuple[str, str] | None:
+    """(method, network) for an entry of the form ``.../<network>/methods/<method>/<key>`` or
+    ``.../<network>/natural/<key>`` (fig3.json's layout), else None."""
+    p = error.path
+    if len(p) >= 4 and p[-3] == "methods":
+        return p[-2], p[-4]
+    if len(p) >= 3 and p[-2] == "natural":
+        return "natural pre-images (percentile targets)", p[-3]
+    return None
 
 
 def _inversion_table(page: _Page, metrics: dict[str, Any]) -> None:
     page.add("<h3>Inversion: how close the output gets to its target</h3>")
-    rows = _inversion_errors(metrics)
-    if not rows:
+    errors = _inversion_errors(metrics)
+    if not errors:
         why = "fig3.json is missing" if "fig3" not in metrics else "fig3.json has no errors"
         page.add(f"<p class='missing'>No inversion errors found ({_e(why)}).</p>")
         page.add(f"<p>Paper: {_e(PAPER_INVERSION)}.</p>")
         return
     page.add(
-        "<p>Relative output error ||f(x) - t|| / ||t|| (median over the digits where a "
-        f"metric holds several). Paper: {_e(PAPER_INVERSION)}.</p>"
+        "<p>Median over the digits of the relative output error ||f(x) - t|| / ||t||. "
+        f"Paper: {_e(PAPER_INVERSION)}.</p>"
     )
-    page.add("<table><tr><th>file</th><th>entry</th><th>median</th><th>n</th></tr>")
-    for name, path, median, n in rows:
-        page.add(
-            f"<tr><td>{_e(name)}.json</td><td>{_e(path)}</td>"
-            f"<td class='num'>{_e(_fmt(median))}</td><td class='num'>{n}</td></tr>"
-        )
-    page.add("</table>")
+    pivot: dict[str, dict[str, float]] = {}
+    covered: list[tuple[str, tuple[str, ...]]] = []
+    for e in errors:
+        key = _pivot_key(e)
+        if key is not None:
+            pivot.setdefault(key[0], {})[key[1]] = e.median
+            covered.append((e.file, e.parent))
+    if pivot:
+        networks = sorted({n for row in pivot.values() for n in row}, key=_network_order)
+        page.add("<table class='inversion'><tr><th>method</th>")
+        page.add("".join(f"<th>{_e(n)}</th>" for n in networks) + "</tr>")
+        for method, row in pivot.items():
+            cells = "".join(
+                f"<td class='num'>{_e(_fmt(row[n])) if n in row else '-'}</td>" for n in networks
+            )
+            page.add(f"<tr><td>{_e(method)}</td>{cells}</tr>")
+        page.add("</table>")
+    # entries outside that layout (and not inside a record the table shows), listed plainly
+    rest = [
+        e
+        for e in errors
+        if _pivot_key(e) is None
+        and not any(e.file == f and e.path[: len(p)] == p for f, p in covered)
+    ]
+    if rest:
+        page.add("<table><tr><th>file</th><th>entry</th><th>median</th><th>n</th></tr>")
+        for e in rest[:40]:
+            page.add(
+                f"<tr><td>{_e(e.file)}.json</td><td>{_e(' / '.join(e.path))}</td>"
+                f"<td class='num'>{_e(_fmt(e.median))}</td><td class='num'>{e.n}</td></tr>"
+            )
+        page.add("</table>")
+        if len(rest) > 40:
+            page.add(f"<p>... and {len(rest) - 40} more entries (see All metrics below).</p>")
+
+
+def _network_order(name: str) -> tuple[int, str]:
+    order = ("fcnn1", "fcnn5", "resnet18")
+    return (order.index(name) if name in order else len(order), name)
 
 
 def _data_section(page: _Page, run: dict | None, metrics: dict[str, Any]) -> None:
