@@ -293,7 +293,7 @@ class ResidualPanel(_Shown):
         self.energy: float | None = None
         self.per_layer: dict[str, float] = {}
         self._spaces: dict[tuple[str, str], LayerSpaces] = {}
-        self._per_layer_cache: dict[tuple[str, int, int], dict[str, float]] = {}
+        self._per_layer_cache: dict[tuple, dict[str, float]] = {}
         self._filling = False
         self._fill_sources()
         self.label.observe(self._on_label, names="value")
@@ -413,7 +413,7 @@ class ResidualPanel(_Shown):
         return fig
 
 
-#: Methods that start from a named image and change nothing else (no steps to run).
+#: Methods solved directly, without iterations (no steps to choose).
 _NO_STEPS = ("exact",)
 
 
