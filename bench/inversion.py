@@ -1,0 +1,176 @@
+"""Benchmark the inversion methods: seconds, peak memory and median error for all ten classes.
+
+    .venv/bin/python bench/inversion.py                 # default profile's networks, CPU
+    .venv/bin/python bench/inversion.py --device cuda   # the same on a GPU
+
+For every network and method it prints the wall time of one call of
+:func:`nnspaces.inversion.invert` for all ten digits (the paper's min/max targets), the peak
+memory above what the process held before the call (resident memory sampled every 5 ms on
+the CPU; ``torch.cuda.max_memory_allocated`` on a GPU), how much memory grew between the
+first and the last iteration (it must stay flat: nothing is kept across iterations), and the
+median relative output error beside that of the paper's original "+training" preset. The
+trained networks come from the checkpoint cache (trained first when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import threading
+import time
+
+import numpy as np
+import torch
+
+from nnspaces.config import PROFILES, setup_run
+from nnspaces.inversion import METHODS, invert, is_selu_stack, make_targets, score_stats
+from nnspaces.models import NETWORKS
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+MiB = 2**20
+
+
+def rss() -> float:
+    """Resident memory of this process in bytes (Linux), NaN where unknown."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return float("nan")
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA allocations, or sampled resident memory."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = 0.0
+
+    def current(self) -> float:
+        if self.device.type == "cuda":
+            return float(torch.cuda.memory_allocated(self.device))
+        return rss()
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.base = self.current()
+        self._stop = threading.Event()
+        self._max = self.base
+        if self.device.type != "cuda":
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._max = max(self._max, rss())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._max = float(torch.cuda.max_memory_allocated(self.device))
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._max = max(self._max, rss())
+        self.peak = self._max - self.base
+
+
+def bench_one(model, targets, method, *, data, stats, network, device, steps):
+    """One call of invert for all ten classes: (result, seconds, peak MiB, growth MiB)."""
+    marks: list[float] = []
+    meter = PeakMemory(device)
+
+    def callback(step: int, err: float) -> None:
+        marks.append(meter.current())
+
+    with meter:
+        t0 = time.perf_counter()
+        r = invert(
+            model,
+            targets,
+            method=method,
+            data=data,
+            stats=stats,
+            network=network,
+            device=device,
+            steps=steps,
+            callback=callback,
+            callback_every=10,
+            progress=False,
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+    growth = (marks[-1] - marks[1]) / MiB if len(marks) > 2 else float("nan")
+    return r, seconds, meter.peak / MiB, growth
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="default", choices=list(PROFILES))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--steps", type=int, default=None, help="override every iterative preset")
+    args = ap.parse_args(argv)
+
+    prof = PROFILES[args.profile]
+    ctx = setup_run(
+        profile=args.profile,
+        dataset=prof["dataset"],
+        n_train=prof["n_train"],
+        n_test=prof["n_test"],
+        epochs=prof["epochs"],
+        device=args.device,
+        out_dir=os.environ.get("BENCH_OUT", "/tmp/nnspaces-bench"),
+    )
+    device = ctx.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{ctx.data.describe()}"
+    )
+    head = (
+        f"{'network':9} {'method':21} {'seconds':>8} {'peak MiB':>9} {'growth MiB':>10} "
+        f"{'median err':>10} {'reached':>7} {'vs original':>11}"
+    )
+    print(head)
+    print("-" * len(head))
+    for network in args.networks:
+        model = ctx.trained(network, progress=False).model.to(device)
+        stats = score_stats(model, ctx.data.x_train, ctx.data.y_train, device=device)
+        targets = make_targets(stats, "min-max")
+        methods = [m for m in args.methods if m != "exact" or is_selu_stack(model)]
+        # the original preset first: every other row is compared with it
+        order = ["avg-img+training"] + [m for m in methods if m != "avg-img+training"]
+        original = None
+        for method in order:
+            r, sec, peak, growth = bench_one(
+                model,
+                targets,
+                method,
+                data=ctx.data,
+                stats=stats,
+                network=network,
+                device=device,
+                steps=args.steps,
+            )
+            err = r.median_rel_error
+            original = err if original is None else original
+            if method not in methods:
+                continue
+            print(
+                f"{network:9} {method:21} {sec:8.3f} {peak:9.1f} {growth:10.1f} "
+                f"{err:10.2e} {r.n_success:>4}/10 {err / original:11.2e}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
