@@ -4,6 +4,7 @@ metrics; a bad parameter stops a notebook at its validation cell with a clear me
 import json
 import math
 
+import numpy as np
 import papermill as pm
 import pytest
 
@@ -57,6 +58,36 @@ def test_fig2_outputs(smoke_run):
         assert set(row) == {"layer", "shape", "condition_number_trained", "condition_number_init"}
         assert row["condition_number_trained"] >= 1 and row["condition_number_init"] >= 1
     assert (out / "figures" / "fig2.png").is_file() and (out / "models" / "resnet18.pt").is_file()
+
+
+def test_fig3_outputs(smoke_run):
+    out, _ = smoke_run
+    m = _metrics(out, "fig3")
+    names = ("avg-img", "min-img", "avg-min-img", "newton", "box", "best", "best-box")
+    with np.load(out / "inversions.npz") as npz:
+        for net in ("fcnn1", "fcnn5", "resnet18"):
+            methods = m["networks"][net]["methods"]
+            expected = {*names, *(f"{n}+training" for n in names[:3])}
+            expected |= {"exact"} if net != "resnet18" else set()
+            assert expected <= set(methods), (net, sorted(methods))
+            for name in expected:
+                assert npz[f"{net}/{name}/images"].shape == (10, 1, 28, 28)
+                assert npz[f"{net}/{name}/targets"].shape == (10, 10)
+                assert len(methods[name]["rel_error"]) == 10
+            # "best" is per class the lowest error of every method; "best-box" stays in [0, 1]
+            errors = np.array(
+                [methods[k]["rel_error"] for k in methods if k not in ("best", "best-box")],
+                dtype=float,
+            )
+            best = np.array(methods["best"]["rel_error"], dtype=float)
+            assert np.allclose(best, np.nanmin(errors, axis=0))
+            images = npz[f"{net}/best-box/images"]
+            assert images.min() >= 0 and images.max() <= 1
+            # the targets are the paper's: the class's own output is its row's largest entry
+            targets = npz[f"{net}/best/targets"]
+            assert (targets.argmax(1) == np.arange(10)).all()
+    for fig in ("fig3", "fig3_all_methods", "fig3_scores", "fig3_frontier", "fig3_natural"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(

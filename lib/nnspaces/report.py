@@ -62,7 +62,14 @@ CAPTIONS = {
         "How natural against how exact: a prior's weight traded against the relative output "
         "error, and how many digits the other networks still recognise."
     ),
-    "fig3_natural": ("Natural pre-images: percentile targets, priors, pixels inside [0, 1]."),
+    "fig3_priors": (
+        "What each image prior does to ResNet18's box-constrained pre-images, and what it costs "
+        "in output error."
+    ),
+    "fig3_natural": (
+        "Natural pre-images: each network's chosen target variant and prior weight, pixels "
+        "inside [0, 1], recognised by the other two networks."
+    ),
 }
 #: Display order of the known figures; the rest follow by name.
 FIGURE_ORDER = tuple(CAPTIONS)
@@ -327,7 +334,7 @@ def _pivot_key(error: _Error) -> tuple[str, str] | None:
     if len(p) >= 4 and p[-3] == "methods":
         return p[-2], p[-4]
     if len(p) >= 3 and p[-2] == "natural":
-        return "natural pre-images (percentile targets)", p[-3]
+        return "natural pre-images", p[-3]
     return None
 
 
