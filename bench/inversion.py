@@ -145,6 +145,17 @@ def main(argv: list[str] | None = None) -> None:
         model = ctx.trained(network, progress=False).model.to(device)
         stats = score_stats(model, ctx.data.x_train, ctx.data.y_train, device=device)
         targets = make_targets(stats, "min-max")
+        # warm-up: first calls allocate torch's caches, which is not the method's memory
+        invert(
+            model,
+            targets,
+            method="descent",
+            data=ctx.data,
+            network=network,
+            steps=2,
+            device=device,
+            progress=False,
+        )
         methods = [m for m in args.methods if m != "exact" or is_selu_stack(model)]
         # the original preset first: every other row is compared with it
         order = ["avg-img+training"] + [m for m in methods if m != "avg-img+training"]

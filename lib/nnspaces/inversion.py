@@ -17,7 +17,9 @@ Methods (:data:`METHODS`), all batched over the requested classes:
 ``exact``                   SELU FCNNs only: walk backward layer by layer, inverting SELU
                             exactly and solving each linear layer as ``W^+ (z - b) + N w``,
                             the null-space part chosen closest to a prior image (the start)
-                            while keeping every hidden value inside SELU's range
+                            while keeping every hidden value inside SELU's range; for deeper
+                            nets the hidden values come from Newton steps on the first
+                            layer's pre-activation instead (see :func:`_exact`)
 ``newton``                  minimum-norm Gauss-Newton root finding ``x += J^+ (t - f(x))``
                             with the input Jacobian, damped, with a line search
 ``descent``                 Adam on the relative squared output error (plus optional priors),
