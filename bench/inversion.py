@@ -5,9 +5,10 @@
 
 For every network and method it prints the wall time of one call of
 :func:`nnspaces.inversion.invert` for all ten digits (the paper's min/max targets), the peak
-memory above what the process held before the call (resident memory sampled every 5 ms on
-the CPU; ``torch.cuda.max_memory_allocated`` on a GPU), how much memory grew between the
-first and the last iteration (it must stay flat: nothing is kept across iterations), and the
+memory during the call and how much of it was above what the process held before (resident
+memory sampled every 5 ms on the CPU; ``torch.cuda.max_memory_allocated`` on a GPU), how
+much memory grew between the first and the last iteration (it must stay flat: nothing is
+kept across iterations), and the
 median relative output error beside that of the paper's original "+training" preset. The
 trained networks come from the checkpoint cache (trained first when missing).
 """
@@ -20,7 +21,6 @@ import os
 import threading
 import time
 
-import numpy as np
 import torch
 
 from nnspaces.config import PROFILES, setup_run
@@ -45,7 +45,8 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.peak = 0.0
+        self.peak = 0.0  # highest level during the block
+        self.added = 0.0  # ... above the level at entry
 
     def current(self) -> float:
         if self.device.type == "cuda":
@@ -77,11 +78,13 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self._max = max(self._max, rss())
-        self.peak = self._max - self.base
+        self.peak = self._max
+        self.added = self._max - self.base
 
 
 def bench_one(model, targets, method, *, data, stats, network, device, steps):
-    """One call of invert for all ten classes: (result, seconds, peak MiB, growth MiB)."""
+    """One call of invert for all ten classes: (result, seconds, peak MiB, MiB above the
+    level at entry, growth MiB between the first and the last iteration)."""
     marks: list[float] = []
     meter = PeakMemory(device)
 
@@ -107,7 +110,7 @@ def bench_one(model, targets, method, *, data, stats, network, device, steps):
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
     growth = (marks[-1] - marks[1]) / MiB if len(marks) > 2 else float("nan")
-    return r, seconds, meter.peak / MiB, growth
+    return r, seconds, meter.peak / MiB, meter.added / MiB, growth
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{ctx.data.describe()}"
     )
     head = (
-        f"{'network':9} {'method':21} {'seconds':>8} {'peak MiB':>9} {'growth MiB':>10} "
-        f"{'median err':>10} {'reached':>7} {'vs original':>11}"
+        f"{'network':9} {'method':21} {'seconds':>8} {'peak MiB':>9} {'+MiB':>7} "
+        f"{'growth MiB':>10} {'median err':>10} {'reached':>7} {'vs original':>11}"
     )
     print(head)
     print("-" * len(head))
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         order = ["avg-img+training"] + [m for m in methods if m != "avg-img+training"]
         original = None
         for method in order:
-            r, sec, peak, growth = bench_one(
+            r, sec, peak, added, growth = bench_one(
                 model,
                 targets,
                 method,
@@ -176,12 +179,11 @@ def main(argv: list[str] | None = None) -> None:
             if method not in methods:
                 continue
             print(
-                f"{network:9} {method:21} {sec:8.3f} {peak:9.1f} {growth:10.1f} "
+                f"{network:9} {method:21} {sec:8.3f} {peak:9.1f} {added:7.1f} {growth:10.1f} "
                 f"{err:10.2e} {r.n_success:>4}/10 {err / original:11.2e}",
                 flush=True,
             )
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

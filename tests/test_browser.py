@@ -60,13 +60,17 @@ def _free_port() -> int:
 
 
 def _smoke_notebook(target: Path, out_dir: Path) -> None:
-    """Copy explore.ipynb with the smoke profile's parameters injected after its parameters
-    cell (papermill's own way), writing its results under ``out_dir``."""
+    """Copy explore.ipynb with a profile's parameters (``smoke`` unless the environment says
+    otherwise) injected after its parameters cell (papermill's own way), writing its results
+    under ``out_dir``."""
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
     nb = load_notebook_node(str(NOTEBOOK))
-    params = {"profile": "smoke", **PROFILES["smoke"], "out_dir": str(out_dir)}
+    # NNSPACES_BROWSER_PROFILE=default runs the explorer on the trained networks (from the
+    # checkpoint cache after `make figures`): how the README's screenshot was taken
+    profile = os.environ.get("NNSPACES_BROWSER_PROFILE", "smoke")
+    params = {"profile": profile, **PROFILES[profile], "out_dir": str(out_dir)}
     declared = nb.cells[
         [("parameters" in c.metadata.get("tags", [])) for c in nb.cells].index(True)
     ]

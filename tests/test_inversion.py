@@ -9,16 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from nnspaces.exact import SELU_LOWER, linear_preimage, selu_inverse, selu_inverter
 from nnspaces.inversion import (
-    SELU_LOWER,
     ScoreStats,
     combine_best,
     cross_check,
     invert,
-    linear_preimage,
     make_targets,
     null_space_samples,
-    selu_inverse,
     start_images,
 )
 
@@ -325,3 +323,20 @@ def test_exact_refuses_networks_it_cannot_invert():
             network="resnet18",
             progress=False,
         )
+
+
+def test_first_layer_jacobian_matches_autograd():
+    model = selu_net((12, 9, 7, 4), selu_last=True)
+    inv = selu_inverter(model)
+    z1 = torch.randn(3, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out, J = inv._from_first(z1.numpy())
+    rest = nn.Sequential(*list(model)[1:])  # SELU, Linear, SELU, Linear, SELU
+    with torch.no_grad():
+        assert np.allclose(out, rest(z1).numpy(), atol=1e-12)
+    for i in range(3):
+        ref = torch.autograd.functional.jacobian(rest, z1[i : i + 1])[0, :, 0, :]
+        assert np.allclose(J[i], ref.numpy(), atol=1e-12)
+    # Newton from there reaches a reachable target
+    t = out[::-1].copy()
+    z = inv.hidden_newton(t, z1.numpy())
+    assert np.abs(inv._from_first(z, jacobian=False)[0] - t).max() < 1e-10

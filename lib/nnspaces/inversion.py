@@ -19,7 +19,7 @@ Methods (:data:`METHODS`), all batched over the requested classes:
                             the null-space part chosen closest to a prior image (the start)
                             while keeping every hidden value inside SELU's range; for deeper
                             nets the hidden values come from Newton steps on the first
-                            layer's pre-activation instead (see :func:`_exact`)
+                            layer's pre-activation instead (see :func:`nnspaces.exact.exact_images`)
 ``newton``                  minimum-norm Gauss-Newton root finding ``x += J^+ (t - f(x))``
                             with the input Jacobian, damped, with a line search
 ``descent``                 Adam on the relative squared output error (plus optional priors),
@@ -50,14 +50,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Dataset
+from .data import Dataset, class_means
+from .exact import (
+    HIDDEN,
+    exact_images,
+    selu_inverter,
+    weights_version,
+)
 from .models import check_network
 from .training import predict
-
-#: SELU's constants (torch.nn.SELU) and the lower bound of its range, ``-lambda * alpha``.
-SELU_LAMBDA = 1.0507009873554805
-SELU_ALPHA = 1.6732632423543772
-SELU_LOWER = -SELU_LAMBDA * SELU_ALPHA
 
 TARGETS = ("min-max", "percentile", "notebook")
 STARTS = ("avg-img", "min-img", "avg-min-img", "avg-img+noise")
@@ -74,8 +75,6 @@ METHODS = (
     "box",
 )
 PRIORS = ("tv", "l2-avg", "bn")
-#: Where ``exact`` takes its hidden-layer priors from (see :func:`invert`).
-HIDDEN = ("auto", "prior", "newton")
 
 Callback = Callable[[int, float], "bool | None"]
 
@@ -181,17 +180,6 @@ def _check_fraction(fraction: float) -> float:
     return float(fraction)
 
 
-def _check_selu_target(t: torch.Tensor) -> None:
-    """An output that ends in SELU cannot take values <= ``SELU_LOWER``."""
-    bad = t <= SELU_LOWER
-    if bad.any():
-        value = float(t[bad].min())
-        raise ValueError(
-            f"target value {value:.6g} is below SELU's lower bound {SELU_LOWER:.6g} "
-            "(-lambda*alpha); a network ending in SELU never outputs it"
-        )
-
-
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -273,13 +261,9 @@ def make_targets(
 
 def class_averages(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """Average training image of each class in ``classes``: ``(C, *x.shape[1:])``."""
-    rows = []
-    for c in classes:
-        sel = x[y == c]
-        if len(sel) == 0:
-            raise ValueError(f"class {c} has no images; cannot average it")
-        rows.append(sel.double().mean(0))
-    return torch.stack(rows).to(x.dtype)
+    y = y.cpu().long()
+    n = max(int(y.max()), *classes) + 1
+    return class_means(x.cpu(), y, n)[list(classes)]
 
 
 def start_images(
@@ -349,11 +333,6 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def _weights_version(model: nn.Module) -> tuple:
-    # data_ptr and the in-place version counter change whenever the weights do.
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
-
-
 _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -365,7 +344,7 @@ def _model_as(model: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.
         return model
     per_model = _COPIES.setdefault(model, {})
     key = (dtype, str(device))
-    version = _weights_version(model)
+    version = weights_version(model)
     hit = per_model.get(key)
     if hit is not None and hit[0] == version:
         return hit[1]
@@ -399,319 +378,6 @@ def infer_network(model: nn.Module) -> str:
     if widths == [784, 256, 256, 128, 32, 10] and not inv.layers[-1].selu_after:
         return "fcnn5"
     return "selu-fcnn"
-
-
-# ----------------------------------------------------------------------------- exact inversion
-
-
-def selu_inverse(h: np.ndarray) -> np.ndarray:
-    """SELU's exact inverse on its range ``(SELU_LOWER, inf)`` (float64 NumPy)."""
-    h = np.asarray(h, dtype=np.float64)
-    if np.any(h <= SELU_LOWER):
-        raise ValueError(f"value {float(h.min()):.6g} is outside SELU's range (> {SELU_LOWER:.6g})")
-    neg = np.log1p(np.minimum(h, 0.0) / (SELU_LAMBDA * SELU_ALPHA))
-    return np.where(h > 0, h / SELU_LAMBDA, neg)
-
-
-def _selu(z: np.ndarray) -> np.ndarray:
-    return np.where(z > 0, SELU_LAMBDA * z, SELU_LAMBDA * SELU_ALPHA * np.expm1(np.minimum(z, 0)))
-
-
-@dataclass(frozen=True, repr=False)
-class _LinearLayer:
-    """One Linear layer ``z = W h + b`` in float64 with its SVD-derived pieces."""
-
-    W: np.ndarray  # (m, n)
-    b: np.ndarray  # (m,)
-    pinv: np.ndarray  # (n, m)  Moore-Penrose pseudo-inverse
-    null: np.ndarray  # (n, n - rank)  orthonormal null-space basis
-    U: np.ndarray  # (m, rank)  column-space basis
-    S: np.ndarray  # (rank,)
-    selu_after: bool
-
-
-@dataclass(frozen=True)
-class LinearPreimage:
-    """All inputs of ``z = W h + b`` that give ``z``: ``particular + null_basis @ w``.
-
-    ``particular = W^+ (z - b)`` lies in the row space; ``null_part`` (``null_basis @ w``) is
-    the chosen null-space component; ``h = particular + null_part``. Shapes ``(B, n)``.
-    """
-
-    particular: np.ndarray
-    null_part: np.ndarray
-    null_basis: np.ndarray
-
-    @property
-    def h(self) -> np.ndarray:
-        return self.particular + self.null_part
-
-
-def _svd_layer(W: np.ndarray, b: np.ndarray, selu_after: bool) -> _LinearLayer:
-    U, S, Vh = np.linalg.svd(W, full_matrices=True)
-    tol = S.max() * max(W.shape) * np.finfo(np.float64).eps if S.size else 0.0
-    r = int(np.sum(S > tol))
-    pinv = Vh[:r].T @ (U[:, :r] / S[:r]).T
-    return _LinearLayer(W, b, pinv, Vh[r:].T.copy(), U[:, :r], S[:r], selu_after)
-
-
-def linear_preimage(
-    weight: np.ndarray | torch.Tensor,
-    bias: np.ndarray | torch.Tensor | None,
-    z: np.ndarray | torch.Tensor,
-    *,
-    prior: np.ndarray | torch.Tensor | None = None,
-    null_coeffs: np.ndarray | None = None,
-) -> LinearPreimage:
-    """Pre-images of ``z`` ``(B, m)`` under ``h -> W h + b`` (``W`` ``(m, n)``), float64.
-
-    The null-space part is ``N N^T (prior - particular)`` (the pre-image closest to
-    ``prior``, ``(B, n)``) or ``N @ null_coeffs`` (``(B, n - rank)``), or zero.
-    """
-    W = torch.as_tensor(weight).detach().cpu().double().numpy()
-    b = np.zeros(W.shape[0]) if bias is None else torch.as_tensor(bias).cpu().double().numpy()
-    layer = _svd_layer(W, b, False)
-    Z = np.atleast_2d(torch.as_tensor(z).detach().cpu().double().numpy())
-    part = (Z - b) @ layer.pinv.T
-    N = layer.null
-    if prior is not None and null_coeffs is not None:
-        raise ValueError("give prior or null_coeffs, not both")
-    if prior is not None:
-        P = np.atleast_2d(torch.as_tensor(prior).detach().cpu().double().numpy())
-        null = (P - part) @ N @ N.T
-    elif null_coeffs is not None:
-        null = np.atleast_2d(null_coeffs) @ N.T
-    else:
-        null = np.zeros_like(part)
-    return LinearPreimage(part, null, N)
-
-
-def _project_bounded(
-    layer: _LinearLayer, d: np.ndarray, q: np.ndarray, lo: float, hi: float
-) -> np.ndarray | None:
-    """The point closest to ``q`` of ``{h : W h = d, lo <= h <= hi}``; None if that set is empty.
-
-    Hand-written because SciPy has no quadratic-programming solver: SLSQP needs ~100x longer
-    on these 100-800 variable problems and says nothing reliable about infeasibility. This
-    is the standard semismooth Newton method on the dual (``h(y) = clip(q + W^T y, lo, hi)``,
-    solve ``W h(y) = d`` for the multipliers ``y``; Armijo line search on the concave dual),
-    which converges in a few steps and whose answer satisfies the KKT conditions exactly.
-    When it does not converge, :func:`scipy.optimize.linprog` (HiGHS) decides: infeasible, or
-    a feasible point closest to ``q`` in the L1 norm.
-    """
-    W = layer.W
-    m = W.shape[0]
-    scale = max(1.0, float(np.abs(d).max()))
-
-    def primal(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g = q + W.T @ y
-        return np.clip(g, lo, hi), g
-
-    def dual(y: np.ndarray) -> float:
-        h, _ = primal(y)
-        return 0.5 * float(np.sum((h - q) ** 2)) + float(y @ (d - W @ h))
-
-    # Start from the multipliers of the unconstrained projection: y = (W W^T)^+ (d - W q).
-    y = layer.U @ ((layer.U.T @ (d - W @ q)) / layer.S**2)
-    for _ in range(100):
-        h, g = primal(y)
-        res = d - W @ h
-        if np.linalg.norm(res) <= 1e-11 * scale * math.sqrt(m):
-            free = (g > lo) & (g < hi)
-            Wf = W[:, free]
-            # one exact correction on the free set: W h = d to rounding error
-            corr, *_ = np.linalg.lstsq(Wf, res, rcond=None)
-            h = h.copy()
-            h[free] += corr
-            return h
-        free = (g > lo) & (g < hi)
-        Wf = W[:, free]
-        A = Wf @ Wf.T
-        A[np.diag_indices(m)] += 1e-12 * (np.trace(A) / m + 1.0)
-        dy = np.linalg.solve(A, res)
-        theta, slope, step = dual(y), float(res @ dy), 1.0
-        while step > 1e-12 and dual(y + step * dy) < theta + 1e-4 * step * slope:
-            step *= 0.5
-        y = y + step * dy
-    return _lp_closest(W, d, q, lo, hi)
-
-
-def _lp_closest(
-    W: np.ndarray, d: np.ndarray, q: np.ndarray, lo: float, hi: float
-) -> np.ndarray | None:
-    """The L1-closest point to ``q`` with ``W h = d`` and ``lo <= h <= hi`` (HiGHS), or None
-    when no such point exists. Variables ``(h, u)`` with ``|h - q| <= u``, minimise sum(u)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import bmat, csr_matrix, eye
-
-    m, n = W.shape
-    c = np.concatenate([np.zeros(n), np.ones(n)])
-    eye_n = eye(n, format="csr")
-    A_ub = bmat([[eye_n, -eye_n], [-eye_n, -eye_n]], format="csr")
-    b_ub = np.concatenate([q, -q])
-    A_eq = bmat([[csr_matrix(W), csr_matrix((m, n))]], format="csr")
-    box = (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
-    bounds = [box] * n + [(0, None)] * n
-    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=d, bounds=bounds, method="highs")
-    if res.status != 0:
-        return None
-    h = res.x[:n]
-    # HiGHS meets W h = d to ~1e-9; one minimum-norm correction makes it exact
-    return h + np.linalg.lstsq(W, d - W @ h, rcond=None)[0]
-
-
-class SeluInverter:
-    """Exact inverse maps of a Linear / SELU network, with its SVDs computed once.
-
-    ``model`` is an ``nn.Sequential`` of an optional ``Flatten`` then ``Linear`` layers, each
-    optionally followed by ``SELU`` (``fcnn1``, ``fcnn5``, or any such stack). Get one with
-    :func:`selu_inverter`, which caches it per model while its weights stay the same.
-    """
-
-    def __init__(self, model: nn.Module):
-        mods = [m for m in model.modules() if not isinstance(m, nn.Sequential)]
-        if not isinstance(model, nn.Sequential) or not mods:
-            raise ValueError(
-                f"exact inversion needs an nn.Sequential of Linear / SELU layers; "
-                f"got {type(model).__name__}"
-            )
-        if isinstance(mods[0], nn.Flatten):
-            mods = mods[1:]
-        layers: list[_LinearLayer] = []
-        for i, m in enumerate(mods):
-            if isinstance(m, nn.Linear):
-                W = m.weight.detach().cpu().double().numpy()
-                b = (
-                    m.bias.detach().cpu().double().numpy()
-                    if m.bias is not None
-                    else np.zeros(W.shape[0])
-                )
-                selu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.SELU)
-                layers.append(_svd_layer(W, b, selu))
-            elif isinstance(m, nn.SELU):
-                if i == 0 or not isinstance(mods[i - 1], nn.Linear):
-                    raise ValueError("exact inversion: every SELU must follow a Linear layer")
-            else:
-                raise ValueError(
-                    f"exact inversion needs Linear / SELU layers only; found "
-                    f"{type(m).__name__} (use method 'newton' or 'descent' for this network)"
-                )
-        if not layers:
-            raise ValueError("exact inversion: the network has no Linear layer")
-        self.layers = layers
-
-    @property
-    def n_inputs(self) -> int:
-        return self.layers[0].W.shape[1]
-
-    @property
-    def n_outputs(self) -> int:
-        return self.layers[-1].W.shape[0]
-
-    @property
-    def ends_in_selu(self) -> bool:
-        return self.layers[-1].selu_after
-
-    def forward(self, X: np.ndarray) -> list[np.ndarray]:
-        """Inputs of every Linear layer and the final output, for inputs ``X`` ``(B, n)``."""
-        acts = [np.asarray(X, dtype=np.float64)]
-        for layer in self.layers:
-            z = acts[-1] @ layer.W.T + layer.b
-            acts.append(_selu(z) if layer.selu_after else z)
-        return acts
-
-    def solve_layer(
-        self,
-        k: int,
-        D: np.ndarray,
-        Q: np.ndarray,
-        lo: float,
-        hi: float,
-        ok: np.ndarray,
-        reasons: list[str],
-    ) -> np.ndarray:
-        """Rows ``h`` of ``W_k h = D`` ``(B, m)`` closest to ``Q`` ``(B, n)`` with ``lo <= h <=
-        hi``, for the rows still ``ok``. Where none exists, that row of ``ok`` becomes False,
-        its reason says why, and its ``h`` is NaN (``ok`` and ``reasons`` change in place)."""
-        layer, L = self.layers[k], len(self.layers)
-        # closest point of the affine pre-image set W^+ D + N w to Q:
-        H = Q + (D - Q @ layer.W.T) @ layer.pinv.T
-        for i in np.flatnonzero(ok):
-            where = f"layer {k + 1} of {L}"
-            if np.linalg.norm(layer.W @ H[i] - D[i]) > 1e-8 * max(1.0, np.linalg.norm(D[i])):
-                ok[i] = False
-                reasons[i] = f"{where}: its required value is outside the layer's range"
-            elif np.any(H[i] < lo) or np.any(H[i] > hi):
-                h = _project_bounded(layer, D[i], Q[i], lo, hi)
-                if h is not None:
-                    H[i] = h
-                    continue
-                ok[i] = False
-                what = (
-                    f"inside SELU's range (every value > {lo:.4f})"
-                    if k > 0
-                    else f"inside the box [{lo:g}, {hi:g}]"
-                )
-                proof = (
-                    "so the target is unreachable"
-                    if k == L - 1
-                    else "for the values chosen at the layers after it"
-                )
-                reasons[i] = f"{where}: no input {what} gives the required value, {proof}"
-        H[~ok] = np.nan
-        return H
-
-    def invert(
-        self,
-        T: np.ndarray,
-        prior: np.ndarray,
-        *,
-        margin: float = 1e-3,
-        box: tuple[float, float] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """The backward walk: inputs ``(B, n)`` that give outputs ``T`` ``(B, K)``.
-
-        From the last layer down: invert SELU exactly, then take the pre-image of the linear
-        layer closest to the ``prior`` image's activation there (``(B, n)`` inputs), with
-        every value that a SELU produced kept above ``SELU_LOWER + margin`` (and, with
-        ``box``, the input inside ``[lo, hi]``). Greedy: a choice at one layer can leave no
-        admissible choice at the layer below; such rows fail with a reason, their ``X`` NaN.
-        Returns ``(X, success (B,), reasons)``.
-        """
-        T = np.atleast_2d(np.asarray(T, dtype=np.float64))
-        if self.ends_in_selu:
-            _check_selu_target(torch.from_numpy(T))
-        acts = self.forward(np.asarray(prior, dtype=np.float64))
-        ok = np.ones(len(T), dtype=bool)
-        reasons = [""] * len(T)
-        H = T
-        for k in reversed(range(len(self.layers))):
-            layer = self.layers[k]
-            Z = H.copy()
-            if layer.selu_after:
-                Z[ok] = selu_inverse(H[ok])
-            if k > 0 and self.layers[k - 1].selu_after:
-                lo, hi = SELU_LOWER + margin, math.inf
-            elif k == 0 and box is not None:
-                lo, hi = box
-            else:
-                lo, hi = -math.inf, math.inf
-            H = self.solve_layer(k, Z - layer.b, acts[k], lo, hi, ok, reasons)
-        return H, ok, reasons
-
-
-_INVERTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def selu_inverter(model: nn.Module) -> SeluInverter:
-    """The :class:`SeluInverter` of ``model``, cached while its weights stay the same."""
-    version = _weights_version(model)
-    hit = _INVERTERS.get(model)
-    if hit is not None and hit[0] == version:
-        return hit[1]
-    inv = SeluInverter(model)
-    _INVERTERS[model] = (version, inv)
-    return inv
 
 
 # ----------------------------------------------------------------------------- results
@@ -1051,12 +717,8 @@ def _first_order(
             if box:
                 with torch.no_grad():
                     x.clamp_(0, 1)
-            if step % callback_every == 0:
-                med = _median(rel)
-                history.append((step, med))
-                bar.set_postfix(rel=f"{med:.2e}")
-                if callback is not None and callback(step, med) is False:
-                    break
+            if step % callback_every == 0 and _report(step, rel, history, bar, callback):
+                break
             if not priors and float(rel.max()) <= stop_tol:
                 break
         bar.close()
@@ -1120,12 +782,8 @@ def _newton(
     for step in bar:
         rn = torch.linalg.vector_norm(r, dim=1)
         rel = rn / tn
-        if step % callback_every == 0:
-            med = _median(rel)
-            history.append((step, med))
-            bar.set_postfix(rel=f"{med:.2e}")
-            if callback is not None and callback(step, med) is False:
-                break
+        if step % callback_every == 0 and _report(step, rel, history, bar, callback):
+            break
         done = rel <= stop_tol
         if done.all():
             break
@@ -1152,6 +810,15 @@ def _newton(
     return x, step + 1, history
 
 
+def _report(step: int, rel: torch.Tensor, history: list, bar, callback: Callback | None) -> bool:
+    """Record the median relative error, show it on the progress bar, call ``callback``;
+    True when the callback asks to stop."""
+    med = _median(rel)
+    history.append((step, med))
+    bar.set_postfix(rel=f"{med:.2e}")
+    return callback is not None and callback(step, med) is False
+
+
 def _median(v: torch.Tensor) -> float:
     """The usual median (mean of the two middle values), unlike ``torch.median``."""
     return float(np.median(v.detach().double().cpu().numpy()))
@@ -1167,78 +834,6 @@ def _data_xy(data: Dataset | tuple | None) -> tuple[torch.Tensor, torch.Tensor] 
         return data.x_train, data.y_train
     x, y = data
     return x, y
-
-
-def _after_first_linear(model: nn.Module) -> nn.Sequential:
-    """The layers of a Linear / SELU stack after its first Linear: the map from the first
-    layer's pre-activation ``z1`` to the output."""
-    mods = [m for m in model.modules() if not isinstance(m, nn.Sequential | nn.Flatten)]
-    return nn.Sequential(*mods[1:])
-
-
-def _exact(
-    model: nn.Module,
-    inverter: SeluInverter,
-    t: torch.Tensor,
-    x0: torch.Tensor,
-    *,
-    margin: float,
-    hidden: str,
-    device: torch.device,
-    tol: float = 1e-4,
-) -> tuple[torch.Tensor, np.ndarray, list[str], str]:
-    """Exact inverse images ``(C, *shape)``, success, reasons, and the hidden path used.
-
-    ``prior``: the backward walk of :meth:`SeluInverter.invert`, every hidden layer closest
-    to the prior image's activations. ``newton``: the hidden values come from minimum-norm
-    Newton root finding on the first layer's pre-activation ``z1`` (free: the first layer has
-    full row rank, so every ``z1`` has pre-images, and every hidden value is a SELU output,
-    inside SELU's range by construction); the image is then the pre-image of ``z1`` closest
-    to the prior, computed from the first layer's vector spaces. ``auto``: ``prior`` for a
-    one-layer network (a closed form there), ``newton`` otherwise: the greedy walk fails on
-    fcnn5 even for moderate targets, because its square 256x256 layer leaves no freedom;
-    where Newton stalls (relative error above ``tol``), the walk is tried, which succeeds or
-    says at which layer the target is out of reach.
-    """
-    C = len(t)
-    P = x0.double().reshape(C, -1).numpy()
-    if inverter.ends_in_selu:
-        _check_selu_target(t)
-    auto = hidden == "auto"
-    if auto:
-        hidden = "prior" if len(inverter.layers) == 1 else "newton"
-    if hidden == "prior":
-        X, ok, reasons = inverter.invert(t.numpy(), P, margin=margin)
-    else:
-        work = _model_as(model, torch.float64, device)
-        first = inverter.layers[0]
-        z0 = torch.from_numpy(P @ first.W.T + first.b).to(device)
-        with frozen(work):
-            z1, _, _ = _newton(
-                _after_first_linear(work),
-                z0,
-                t.to(device),
-                steps=PRESETS["newton"].steps,
-                callback=None,
-                callback_every=PRESETS["newton"].steps,
-                progress=False,
-                stop_tol=1e-13,
-            )
-        ok, reasons = np.ones(C, dtype=bool), [""] * C
-        X = inverter.solve_layer(0, z1.cpu().numpy() - first.b, P, -math.inf, math.inf, ok, reasons)
-        out = inverter.forward(X)[-1]
-        err = np.linalg.norm(out - t.numpy(), axis=1) / np.linalg.norm(t.numpy(), axis=1)
-        missed = np.flatnonzero(~(err <= tol))
-        if len(missed) and auto:
-            # Newton stalled: the walk either succeeds or says where the target is out of reach
-            Xw, okw, rw = inverter.invert(t.numpy()[missed], P[missed], margin=margin)
-            for j, i in enumerate(missed):
-                if okw[j]:
-                    X[i] = Xw[j]
-                else:
-                    reasons[i] = f"Newton stalled at error {err[i]:.2g}; backward walk: {rw[j]}"
-                    ok[i], X[i] = False, np.nan
-    return torch.from_numpy(X).reshape(x0.shape), ok, reasons, hidden
 
 
 def invert(
@@ -1278,7 +873,7 @@ def invert(
     ``hidden`` (``exact``): the hidden-layer values come from the backward walk, closest to
     the prior image's activations (``prior``), or from Newton root finding on the first
     layer's pre-activation (``newton``); ``auto``: the walk for one-layer networks, Newton
-    for deeper ones (see :func:`_exact`).
+    for deeper ones (see :func:`nnspaces.exact.exact_images`).
 
     ``priors`` (``descent`` / ``box``): ``{"tv": w, "l2-avg": w, "bn": w}``. ``preset``: a
     key of :data:`PRESETS` (default: the method's own; ``+training`` always uses
@@ -1367,8 +962,8 @@ def invert(
     cb_every = callback_every
 
     if method == "exact":
-        img, ok, reasons, path = _exact(
-            model, inverter, t, x0, margin=margin, hidden=hidden, device=device, tol=tol
+        img, ok, reasons, path = exact_images(
+            inverter, t, x0, margin=margin, hidden=hidden, tol=tol
         )
         settings |= {"margin": margin, "dtype": "float64", "hidden": path}
         return evaluate_images(
@@ -1507,8 +1102,8 @@ def null_space_samples(
     if prior.numel() != inverter.n_inputs:
         raise ValueError(f"prior has {prior.numel()} values; the network takes {inverter.n_inputs}")
     shape = prior.shape[1:] if prior.shape[0] == 1 and prior.dim() > 1 else prior.shape
-    x1, ok1, reasons1, _ = _exact(
-        model, inverter, t, prior.reshape(1, -1), margin=margin, hidden="auto", device=device
+    x1, ok1, reasons1, _ = exact_images(
+        inverter, t, prior.reshape(1, -1), margin=margin, hidden="auto"
     )
     first = inverter.layers[0]
     D = np.repeat(x1.numpy() @ first.W.T, k, axis=0)  # W1 x = z1 - b1
