@@ -172,7 +172,7 @@ NATURAL_SEARCH: dict[str, dict] = {
     "fcnn5": {"targets": "min-max", "prior": "l2-avg"},
     "resnet18": {"targets": "percentile", "prior": "l2-avg"},
 }
-NATURAL_WEIGHTS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
+NATURAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 3.0, 10.0)
 
 
 @dataclass
