@@ -30,6 +30,7 @@ from .inversion import (
     is_selu_stack,
     prior_frontier,
     recognised_by_all,
+    score_stats,
     take_rows,
 )
 
@@ -213,6 +214,7 @@ def natural_preimages(
     network: str,
     *,
     data: Dataset,
+    stats: ScoreStats | None = None,
     quick: bool = False,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -222,8 +224,11 @@ def natural_preimages(
     (box-constrained, gentle steps from the class average) and choose the lowest-error weight
     at which both other networks recognise at least ``recognised`` of the ten digits; where no
     weight gets there, the weight with the most recognised digits (the frontier then shows
-    that the network cannot have both)."""
+    that the network cannot have both). ``stats``: ``network``'s score statistics on the
+    training images (computed once here when not given)."""
     search = NATURAL_SEARCH[network]
+    if stats is None:
+        stats = score_stats(models[network], data.x_train, data.y_train, device=device)
     weights = NATURAL_WEIGHTS[::2] if quick else NATURAL_WEIGHTS
     others = {n: m for n, m in models.items() if n != network}
     rows = prior_frontier(
@@ -235,6 +240,7 @@ def natural_preimages(
         method="box",
         preset="natural",
         data=data,
+        stats=stats,
         network=network,
         steps=QUICK_STEPS if quick else None,
         device=device,
@@ -265,12 +271,16 @@ def prior_effects(
     *,
     data: Dataset,
     network: str,
+    stats: ScoreStats | None = None,
     quick: bool = False,
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> dict[str, InversionResult]:
     """What each prior does alone: box-constrained ``PRESETS["natural"]`` runs without a prior
-    (key ``"none"``) and with each ``{prior: weight}`` on its own (key ``"prior weight"``)."""
+    (key ``"none"``) and with each ``{prior: weight}`` on its own (key ``"prior weight"``).
+    ``stats``: the model's score statistics (computed once here when not given)."""
+    if stats is None:
+        stats = score_stats(model, data.x_train, data.y_train, device=device)
     runs = {"none": None} | {f"{name} {w:g}": {name: w} for name, w in priors.items()}
     return {
         label: invert(
@@ -280,6 +290,7 @@ def prior_effects(
             preset="natural",
             priors=pri,
             data=data,
+            stats=stats,
             network=network,
             steps=QUICK_STEPS if quick else None,
             device=device,
