@@ -23,12 +23,13 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import atomic_write
 
 DATASETS = ("mnist-embedded", "mnist", "fashion-mnist")
 N_CLASSES = 10
@@ -311,11 +312,9 @@ def decompress_idx_files(src: Path, dest: Path) -> None:
         gz = src / f"{fname}.gz"
         if not gz.is_file():
             raise DataError(f"{gz} is missing; cannot unpack {src}")
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{fname}.")
-        try:
-            with gzip.open(gz, "rb") as fin, os.fdopen(fd, "wb") as fout:
+
+        def unpack(tmp: Path, gz: Path = gz) -> None:
+            with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
-            os.replace(tmp, dest / fname)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(dest / fname, unpack)

@@ -4,10 +4,11 @@ A Linear / SELU stack (``fcnn1``, ``fcnn5``) can be walked backward: SELU is str
 increasing from R onto ``(-lambda*alpha, inf)``, so it has an exact inverse there, and each
 linear layer ``z = W h + b`` has the pre-image set ``W^+ (z - b) + N w`` (``N`` a basis of
 its null space). :class:`SeluInverter` holds every layer's SVD-derived pieces; its
-:meth:`~SeluInverter.invert` walks backward choosing each null-space part closest to a prior
-image, :meth:`~SeluInverter.hidden_newton` finds the first layer's pre-activation by Newton
+:meth:`~SeluInverter.invert` walks backward choosing each null-space part closest to a
+reference image (:meth:`nnspaces.spaces.LayerSpaces.preimage`), :meth:`~SeluInverter.hidden_newton` finds the first layer's pre-activation by Newton
 steps instead, and :func:`exact_images` combines the two into the images
-:func:`nnspaces.inversion.invert` returns for ``method="exact"``.
+:func:`nnspaces.inversion.invert` returns for ``method="exact"``; :func:`null_space_samples`
+draws many different inputs with one and the same output.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import selu_stack_layers, weights_version
+from .spaces import LayerSpaces, closest_in_bounds, layer_spaces
+
 #: SELU's constants (torch.nn.SELU) and the lower bound of its range, ``-lambda * alpha``.
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
 SELU_LOWER = -SELU_LAMBDA * SELU_ALPHA
 
 #: Where ``exact`` takes its hidden-layer values from (see :func:`exact_images`).
-HIDDEN = ("auto", "prior", "newton")
+HIDDEN = ("auto", "walk", "newton")
 
 
 def check_selu_target(t: torch.Tensor) -> None:
@@ -38,12 +42,6 @@ def check_selu_target(t: torch.Tensor) -> None:
             f"target value {value:.6g} is below SELU's lower bound {SELU_LOWER:.6g} "
             "(-lambda*alpha); a network ending in SELU never outputs it"
         )
-
-
-def weights_version(model: nn.Module) -> tuple:
-    """A key that changes whenever ``model``'s weights do (storage pointer and in-place
-    version counter of every parameter and buffer), for caches of derived objects."""
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
 def selu_inverse(h: np.ndarray) -> np.ndarray:
@@ -64,150 +62,21 @@ def _selu_grad(z: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, repr=False)
-class _LinearLayer:
-    """One Linear layer ``z = W h + b`` in float64 with its SVD-derived pieces."""
+class SeluLayer:
+    """One Linear layer ``z = W h + b`` of a SELU stack: its vector spaces (from
+    :func:`nnspaces.spaces.layer_spaces`), its bias, and whether SELU follows it."""
 
-    W: np.ndarray  # (m, n)
+    spaces: LayerSpaces
     b: np.ndarray  # (m,)
-    pinv: np.ndarray  # (n, m)  Moore-Penrose pseudo-inverse
-    null: np.ndarray  # (n, n - rank)  orthonormal null-space basis
-    U: np.ndarray  # (m, rank)  column-space basis
-    S: np.ndarray  # (rank,)
     selu_after: bool
 
-
-@dataclass(frozen=True)
-class LinearPreimage:
-    """All inputs of ``z = W h + b`` that give ``z``: ``particular + null_basis @ w``.
-
-    ``particular = W^+ (z - b)`` lies in the row space; ``null_part`` (``null_basis @ w``) is
-    the chosen null-space component; ``h = particular + null_part``. Shapes ``(B, n)``.
-    """
-
-    particular: np.ndarray
-    null_part: np.ndarray
-    null_basis: np.ndarray
-
     @property
-    def h(self) -> np.ndarray:
-        return self.particular + self.null_part
-
-
-def _svd_layer(W: np.ndarray, b: np.ndarray, selu_after: bool) -> _LinearLayer:
-    U, S, Vh = np.linalg.svd(W, full_matrices=True)
-    tol = S.max() * max(W.shape) * np.finfo(np.float64).eps if S.size else 0.0
-    r = int(np.sum(S > tol))
-    pinv = Vh[:r].T @ (U[:, :r] / S[:r]).T
-    return _LinearLayer(W, b, pinv, Vh[r:].T.copy(), U[:, :r], S[:r], selu_after)
-
-
-def linear_preimage(
-    weight: np.ndarray | torch.Tensor,
-    bias: np.ndarray | torch.Tensor | None,
-    z: np.ndarray | torch.Tensor,
-    *,
-    prior: np.ndarray | torch.Tensor | None = None,
-    null_coeffs: np.ndarray | None = None,
-) -> LinearPreimage:
-    """Pre-images of ``z`` ``(B, m)`` under ``h -> W h + b`` (``W`` ``(m, n)``), float64.
-
-    The null-space part is ``N N^T (prior - particular)`` (the pre-image closest to
-    ``prior``, ``(B, n)``) or ``N @ null_coeffs`` (``(B, n - rank)``), or zero.
-    """
-    W = torch.as_tensor(weight).detach().cpu().double().numpy()
-    b = np.zeros(W.shape[0]) if bias is None else torch.as_tensor(bias).cpu().double().numpy()
-    layer = _svd_layer(W, b, False)
-    Z = np.atleast_2d(torch.as_tensor(z).detach().cpu().double().numpy())
-    part = (Z - b) @ layer.pinv.T
-    N = layer.null
-    if prior is not None and null_coeffs is not None:
-        raise ValueError("give prior or null_coeffs, not both")
-    if prior is not None:
-        P = np.atleast_2d(torch.as_tensor(prior).detach().cpu().double().numpy())
-        null = (P - part) @ N @ N.T
-    elif null_coeffs is not None:
-        null = np.atleast_2d(null_coeffs) @ N.T
-    else:
-        null = np.zeros_like(part)
-    return LinearPreimage(part, null, N)
-
-
-def _project_bounded(
-    layer: _LinearLayer, d: np.ndarray, q: np.ndarray, lo: float, hi: float
-) -> np.ndarray | None:
-    """The point closest to ``q`` of ``{h : W h = d, lo <= h <= hi}``; None if that set is empty.
-
-    Hand-written because SciPy has no quadratic-programming solver: SLSQP needs ~100x longer
-    on these 100-800 variable problems and says nothing reliable about infeasibility. This
-    is the standard semismooth Newton method on the dual (``h(y) = clip(q + W^T y, lo, hi)``,
-    solve ``W h(y) = d`` for the multipliers ``y``; Armijo line search on the concave dual),
-    which converges in a few steps and whose answer satisfies the KKT conditions exactly.
-    When it does not converge, :func:`scipy.optimize.linprog` (HiGHS) decides: infeasible, or
-    a feasible point closest to ``q`` in the L1 norm.
-    """
-    W = layer.W
-    m = W.shape[0]
-    scale = max(1.0, float(np.abs(d).max()))
-
-    def primal(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g = q + W.T @ y
-        return np.clip(g, lo, hi), g
-
-    def dual(y: np.ndarray) -> float:
-        h, _ = primal(y)
-        return 0.5 * float(np.sum((h - q) ** 2)) + float(y @ (d - W @ h))
-
-    # Start from the multipliers of the unconstrained projection: y = (W W^T)^+ (d - W q).
-    y = layer.U @ ((layer.U.T @ (d - W @ q)) / layer.S**2)
-    for _ in range(100):
-        h, g = primal(y)
-        res = d - W @ h
-        if np.linalg.norm(res) <= 1e-11 * scale * math.sqrt(m):
-            free = (g > lo) & (g < hi)
-            Wf = W[:, free]
-            # one exact correction on the free set: W h = d to rounding error
-            corr, *_ = np.linalg.lstsq(Wf, res, rcond=None)
-            h = h.copy()
-            h[free] += corr
-            return h
-        free = (g > lo) & (g < hi)
-        Wf = W[:, free]
-        A = Wf @ Wf.T
-        A[np.diag_indices(m)] += 1e-12 * (np.trace(A) / m + 1.0)
-        dy = np.linalg.solve(A, res)
-        theta, slope, step = dual(y), float(res @ dy), 1.0
-        while step > 1e-12 and dual(y + step * dy) < theta + 1e-4 * step * slope:
-            step *= 0.5
-        y = y + step * dy
-    return _lp_closest(W, d, q, lo, hi)
-
-
-def _lp_closest(
-    W: np.ndarray, d: np.ndarray, q: np.ndarray, lo: float, hi: float
-) -> np.ndarray | None:
-    """The L1-closest point to ``q`` with ``W h = d`` and ``lo <= h <= hi`` (HiGHS), or None
-    when no such point exists. Variables ``(h, u)`` with ``|h - q| <= u``, minimise sum(u)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import bmat, csr_matrix, eye
-
-    m, n = W.shape
-    c = np.concatenate([np.zeros(n), np.ones(n)])
-    eye_n = eye(n, format="csr")
-    A_ub = bmat([[eye_n, -eye_n], [-eye_n, -eye_n]], format="csr")
-    b_ub = np.concatenate([q, -q])
-    A_eq = bmat([[csr_matrix(W), csr_matrix((m, n))]], format="csr")
-    box = (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
-    bounds = [box] * n + [(0, None)] * n
-    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=d, bounds=bounds, method="highs")
-    if res.status != 0:
-        return None
-    h = res.x[:n]
-    # HiGHS meets W h = d to ~1e-9; one minimum-norm correction makes it exact
-    return h + np.linalg.lstsq(W, d - W @ h, rcond=None)[0]
+    def W(self) -> np.ndarray:
+        return self.spaces.matrix
 
 
 class SeluInverter:
-    """Exact inverse maps of a Linear / SELU network, with its SVDs computed once.
+    """Exact inverse maps of a Linear / SELU network, from one :class:`LayerSpaces` per layer.
 
     ``model`` is an ``nn.Sequential`` of an optional ``Flatten`` then ``Linear`` layers, each
     optionally followed by ``SELU`` (``fcnn1``, ``fcnn5``, or any such stack). Get one with
@@ -215,36 +84,16 @@ class SeluInverter:
     """
 
     def __init__(self, model: nn.Module):
-        mods = [m for m in model.modules() if not isinstance(m, nn.Sequential)]
-        if not isinstance(model, nn.Sequential) or not mods:
-            raise ValueError(
-                f"exact inversion needs an nn.Sequential of Linear / SELU layers; "
-                f"got {type(model).__name__}"
+        self.layers = [
+            SeluLayer(
+                layer_spaces(m.weight),
+                np.zeros(m.out_features)
+                if m.bias is None
+                else m.bias.detach().cpu().double().numpy(),
+                selu,
             )
-        if isinstance(mods[0], nn.Flatten):
-            mods = mods[1:]
-        layers: list[_LinearLayer] = []
-        for i, m in enumerate(mods):
-            if isinstance(m, nn.Linear):
-                W = m.weight.detach().cpu().double().numpy()
-                b = (
-                    m.bias.detach().cpu().double().numpy()
-                    if m.bias is not None
-                    else np.zeros(W.shape[0])
-                )
-                selu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.SELU)
-                layers.append(_svd_layer(W, b, selu))
-            elif isinstance(m, nn.SELU):
-                if i == 0 or not isinstance(mods[i - 1], nn.Linear):
-                    raise ValueError("exact inversion: every SELU must follow a Linear layer")
-            else:
-                raise ValueError(
-                    f"exact inversion needs Linear / SELU layers only; found "
-                    f"{type(m).__name__} (use method 'newton' or 'descent' for this network)"
-                )
-        if not layers:
-            raise ValueError("exact inversion: the network has no Linear layer")
-        self.layers = layers
+            for m, selu in selu_stack_layers(model)
+        ]
 
     @property
     def n_inputs(self) -> int:
@@ -345,15 +194,16 @@ class SeluInverter:
         hi``, for the rows still ``ok``. Where none exists, that row of ``ok`` becomes False,
         its reason says why, and its ``h`` is NaN (``ok`` and ``reasons`` change in place)."""
         layer, L = self.layers[k], len(self.layers)
-        # closest point of the affine pre-image set W^+ D + N w to Q:
-        H = Q + (D - Q @ layer.W.T) @ layer.pinv.T
+        # the point of the affine pre-image set W^+ D + N w closest to Q
+        pre = layer.spaces.preimage(D, reference=Q)
+        H = pre.x
         for i in np.flatnonzero(ok):
             where = f"layer {k + 1} of {L}"
-            if np.linalg.norm(layer.W @ H[i] - D[i]) > 1e-8 * max(1.0, np.linalg.norm(D[i])):
+            if np.linalg.norm(pre.residual[i]) > 1e-8 * max(1.0, np.linalg.norm(D[i])):
                 ok[i] = False
                 reasons[i] = f"{where}: its required value is outside the layer's range"
             elif np.any(H[i] < lo) or np.any(H[i] > hi):
-                h = _project_bounded(layer, D[i], Q[i], lo, hi)
+                h = closest_in_bounds(layer.spaces, D[i], Q[i], lo, hi)
                 if h is not None:
                     H[i] = h
                     continue
@@ -375,7 +225,7 @@ class SeluInverter:
     def invert(
         self,
         T: np.ndarray,
-        prior: np.ndarray,
+        reference: np.ndarray,
         *,
         margin: float = 1e-3,
         box: tuple[float, float] | None = None,
@@ -383,7 +233,7 @@ class SeluInverter:
         """The backward walk: inputs ``(B, n)`` that give outputs ``T`` ``(B, K)``.
 
         From the last layer down: invert SELU exactly, then take the pre-image of the linear
-        layer closest to the ``prior`` image's activation there (``(B, n)`` inputs), with
+        layer closest to the ``reference`` image's activation there (``(B, n)`` inputs), with
         every value that a SELU produced kept above ``SELU_LOWER + margin`` (and, with
         ``box``, the input inside ``[lo, hi]``). Greedy: a choice at one layer can leave no
         admissible choice at the layer below; such rows fail with a reason, their ``X`` NaN.
@@ -392,7 +242,7 @@ class SeluInverter:
         T = np.atleast_2d(np.asarray(T, dtype=np.float64))
         if self.ends_in_selu:
             check_selu_target(torch.from_numpy(T))
-        acts = self.forward(np.asarray(prior, dtype=np.float64))
+        acts = self.forward(np.asarray(reference, dtype=np.float64))
         ok = np.ones(len(T), dtype=bool)
         reasons = [""] * len(T)
         H = T
@@ -434,15 +284,16 @@ def exact_images(
     hidden: str,
     tol: float = 1e-4,
 ) -> tuple[torch.Tensor, np.ndarray, list[str], str]:
-    """Exact inverse images ``(C, *shape)`` for targets ``t`` ``(C, K)`` (float64), with
-    prior images ``x0`` ``(C, *shape)``; also success ``(C,)``, reasons, and the path used.
+    """Exact inverse images ``(C, *shape)`` for targets ``t`` ``(C, K)`` (float64), each the
+    pre-image closest to its reference image in ``x0`` ``(C, *shape)``; also success
+    ``(C,)``, reasons, and the path used.
 
-    ``prior``: the backward walk of :meth:`SeluInverter.invert`, every hidden layer closest
-    to the prior image's activations. ``newton``: the hidden values come from minimum-norm
+    ``walk``: the backward walk of :meth:`SeluInverter.invert`, every hidden layer closest
+    to the reference image's activations. ``newton``: the hidden values come from minimum-norm
     Newton root finding on the first layer's pre-activation ``z1`` (free: the first layer has
     full row rank, so every ``z1`` has pre-images, and every hidden value is a SELU output,
     inside SELU's range by construction); the image is then the pre-image of ``z1`` closest
-    to the prior, computed from the first layer's vector spaces. ``auto``: ``prior`` for a
+    to the reference, from the first layer's vector spaces. ``auto``: ``walk`` for a
     one-layer network (a closed form there), ``newton`` otherwise: the greedy walk fails on
     fcnn5 even for moderate targets, because its square 256x256 layer leaves no freedom;
     where Newton stalls (relative error above ``tol``), the walk is tried, which succeeds or
@@ -454,8 +305,8 @@ def exact_images(
         check_selu_target(t)
     auto = hidden == "auto"
     if auto:
-        hidden = "prior" if len(inverter.layers) == 1 else "newton"
-    if hidden == "prior":
+        hidden = "walk" if len(inverter.layers) == 1 else "newton"
+    if hidden == "walk":
         X, ok, reasons = inverter.invert(t.numpy(), P, margin=margin)
     else:
         first = inverter.layers[0]
@@ -475,3 +326,53 @@ def exact_images(
                     reasons[i] = f"Newton stalled at error {err[i]:.2g}; backward walk: {rw[j]}"
                     ok[i], X[i] = False, np.nan
     return torch.from_numpy(X).reshape(x0.shape), ok, reasons, hidden
+
+
+def null_space_samples(
+    model: nn.Module,
+    target: torch.Tensor,
+    reference: torch.Tensor,
+    k: int = 8,
+    *,
+    scale: float = 0.5,
+    margin: float = 1e-3,
+    box: bool = False,
+    seed: int = 0,
+) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """``k`` different inputs of a SELU stack that all give the output ``target`` ``(K,)``.
+
+    The exact inverse (closest to ``reference``, one image ``(*shape)`` or ``(1, *shape)``)
+    fixes the first layer's pre-activation ``z1``; its pre-image set is ``W1^+ (z1 - b1) + N
+    w``. Each sample is the point of that set closest to ``reference`` plus a random
+    null-space vector (std ``scale`` times the reference's RMS per null-space coordinate;
+    seeded), moved inside [0, 1] where possible with ``box``. Returns images ``(k, *shape)``,
+    success ``(k,)`` and the reasons of failed rows (their images NaN).
+    """
+    inverter = selu_inverter(model)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be an integer >= 1")
+    if not scale >= 0:
+        raise ValueError(f"scale={scale!r} must be >= 0")
+    t = torch.as_tensor(target).detach().cpu().double().reshape(1, -1)
+    if t.shape[1] != inverter.n_outputs:
+        raise ValueError(f"target has {t.shape[1]} values; the network has {inverter.n_outputs}")
+    ref = torch.as_tensor(reference).detach().cpu()
+    if ref.numel() != inverter.n_inputs:
+        raise ValueError(
+            f"reference has {ref.numel()} values; the network takes {inverter.n_inputs}"
+        )
+    shape = ref.shape[1:] if ref.shape[0] == 1 and ref.dim() > 1 else ref.shape
+    x1, ok1, reasons1, _ = exact_images(
+        inverter, t, ref.reshape(1, -1), margin=margin, hidden="auto"
+    )
+    first = inverter.layers[0]
+    D = np.repeat(x1.numpy() @ first.W.T, k, axis=0)  # W1 x = z1 - b1
+    P = np.repeat(ref.double().reshape(1, -1).numpy(), k, axis=0)
+    rms = float(np.sqrt(np.mean(P[0] ** 2))) + 1e-12
+    null = first.spaces.null_space
+    coeffs = np.random.default_rng(seed).standard_normal((k, null.shape[1]))
+    Q = P + scale * rms * coeffs @ null.T
+    ok, reasons = np.repeat(ok1, k), reasons1 * k
+    lo, hi = (0.0, 1.0) if box else (-math.inf, math.inf)
+    X = inverter.solve_layer(0, D, Q, lo, hi, ok, reasons)
+    return torch.from_numpy(X).reshape(k, *shape), ok, reasons

@@ -1,4 +1,9 @@
-"""The paper's three networks, by name.
+"""Networks: a registry of named networks, and what the library asks of any classifier.
+
+The paper's three networks are entries of :data:`REGISTRY`; :func:`register_network` adds
+more. Every other function of the library takes a plain ``nn.Module`` classifier, so a model
+the registry has never seen works too; what a function needs to know it asks of the model
+(:func:`is_selu_stack`, :func:`n_outputs_of`, :func:`network_name`), never of a name.
 
 =========  ====================================================================================
 name       architecture
@@ -12,41 +17,129 @@ resnet18   torchvision's resnet18(num_classes=10) with conv1 = Conv2d(1, 64, 7, 
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-NETWORKS = ("fcnn1", "fcnn5", "resnet18")
+#: The attribute :func:`build_model` sets on a model to remember its registry name.
+_NAME_ATTR = "nnspaces_network"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A registered network: how to build it and what it takes and gives.
+
+    ``build()`` returns a freshly initialised module (the caller seeds torch first);
+    ``input_shape`` is one input without the batch dimension; ``signal_layer`` names the
+    layer a signal-space view shows first (the paper's figure layer where there is one).
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    n_classes: int
+    description: str
+    signal_layer: str
+
+
+def _fcnn(widths: tuple[int, ...], selu_last: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if selu_last or i < len(widths) - 2:
+            layers.append(nn.SELU())
+    return nn.Sequential(*layers)
+
+
+def _resnet18() -> nn.Module:
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=10)
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
+
+
 FCNN5_WIDTHS = (784, 256, 256, 128, 32, 10)
+
+#: Every network the library knows by name, in the order figures and tables show them.
+REGISTRY: dict[str, NetworkSpec] = {}
+
+
+def register_network(spec: NetworkSpec, *, replace: bool = False) -> NetworkSpec:
+    """Add ``spec`` to :data:`REGISTRY` (``replace`` to redefine a name)."""
+    if not isinstance(spec, NetworkSpec):
+        raise TypeError(f"register_network needs a NetworkSpec, got {type(spec).__name__}")
+    if spec.name in REGISTRY and not replace:
+        raise ValueError(f"network {spec.name!r} is already registered; pass replace=True")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    NetworkSpec(
+        "fcnn1",
+        lambda: _fcnn((784, 10), selu_last=True),
+        (1, 28, 28),
+        10,
+        "one-layer FCNN: Linear(784, 10) -> SELU",
+        "1",
+    ),
+    NetworkSpec(
+        "fcnn5",
+        lambda: _fcnn(FCNN5_WIDTHS, selu_last=False),
+        (1, 28, 28),
+        10,
+        "five-layer FCNN: 784-256-256-128-32-10, SELU between layers",
+        "1",
+    ),
+    NetworkSpec(
+        "resnet18",
+        _resnet18,
+        (1, 28, 28),
+        10,
+        "torchvision ResNet18 with a one-channel 7x7 first convolution",
+        "layer1.0.conv1",
+    ),
+):
+    register_network(_spec)
+
+
+def networks() -> tuple[str, ...]:
+    """The registered networks' names, in registration order."""
+    return tuple(REGISTRY)
+
+
+def network_spec(name: str) -> NetworkSpec:
+    """The registry entry of ``name``, or a clear ValueError naming the allowed names."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"unknown network {name!r}; allowed: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 def check_network(name: str) -> str:
-    """Return ``name`` if it is one of :data:`NETWORKS`, else raise a clear ValueError."""
-    if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; allowed: {', '.join(NETWORKS)}")
-    return name
+    """Return ``name`` if it is registered, else raise a clear ValueError."""
+    return network_spec(name).name
 
 
 def build_model(name: str, seed: int | None = 0) -> nn.Module:
-    """A freshly initialised network (seeded when ``seed`` is not None), in eval mode."""
-    check_network(name)
+    """A freshly initialised registered network (seeded when ``seed`` is not None), in eval
+    mode, that remembers its name (:func:`network_name`)."""
+    spec = network_spec(name)
     if seed is not None:
         torch.manual_seed(seed)
-    if name == "fcnn1":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.SELU())
-    elif name == "fcnn5":
-        layers: list[nn.Module] = [nn.Flatten()]
-        pairs = list(zip(FCNN5_WIDTHS[:-1], FCNN5_WIDTHS[1:], strict=True))
-        for i, (n_in, n_out) in enumerate(pairs):
-            layers.append(nn.Linear(n_in, n_out))
-            if i < len(pairs) - 1:
-                layers.append(nn.SELU())
-        model = nn.Sequential(*layers)
-    else:
-        from torchvision.models import resnet18
-
-        model = resnet18(num_classes=10)
-        model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    model = spec.build()
+    setattr(model, _NAME_ATTR, spec.name)
     return model.eval()
+
+
+def network_name(model: nn.Module) -> str:
+    """The registry name of a model made by :func:`build_model`, else its class name."""
+    return getattr(model, _NAME_ATTR, type(model).__name__)
 
 
 def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -57,3 +150,94 @@ def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
 def n_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def n_outputs_of(model: nn.Module) -> int:
+    """Number of outputs: ``out_features`` of the last Linear layer."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"cannot tell how many outputs {type(model).__name__} has (no Linear)")
+    return linears[-1].out_features
+
+
+def selu_stack_layers(model: nn.Module) -> list[tuple[nn.Linear, bool]]:
+    """``[(linear, followed_by_selu), ...]`` when ``model`` is an ``nn.Sequential`` of an
+    optional ``Flatten`` then Linear layers, each optionally followed by SELU; else a
+    ValueError saying what does not fit."""
+    mods = [m for m in model.modules() if not isinstance(m, nn.Sequential)]
+    if not isinstance(model, nn.Sequential) or not mods:
+        raise ValueError(
+            f"exact inversion needs an nn.Sequential of Linear / SELU layers; "
+            f"got {type(model).__name__}"
+        )
+    if isinstance(mods[0], nn.Flatten):
+        mods = mods[1:]
+    layers = []
+    for i, m in enumerate(mods):
+        if isinstance(m, nn.Linear):
+            layers.append((m, i + 1 < len(mods) and isinstance(mods[i + 1], nn.SELU)))
+        elif isinstance(m, nn.SELU):
+            if i == 0 or not isinstance(mods[i - 1], nn.Linear):
+                raise ValueError("exact inversion: every SELU must follow a Linear layer")
+        else:
+            raise ValueError(
+                f"exact inversion needs Linear / SELU layers only; found "
+                f"{type(m).__name__} (use method 'newton' or 'descent' for this network)"
+            )
+    if not layers:
+        raise ValueError("exact inversion: the network has no Linear layer")
+    return layers
+
+
+def is_selu_stack(model: nn.Module) -> bool:
+    """Whether ``model`` is a Linear / SELU stack (what exact inversion can walk backward)."""
+    try:
+        selu_stack_layers(model)
+    except ValueError:
+        return False
+    return True
+
+
+def weights_version(model: nn.Module) -> tuple:
+    """A key that changes whenever ``model``'s weights do (storage pointer and in-place
+    version counter of every parameter and buffer), for caches of derived objects."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter; both restored on exit."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_as(model: nn.Module, dtype: torch.dtype, device: str | torch.device) -> nn.Module:
+    """``model`` itself when it already has this dtype and device, else a frozen eval-mode
+    copy (cached while the weights stay the same). Never changes ``model``."""
+    device = torch.device(device)
+    p = next(model.parameters())
+    if p.dtype == dtype and p.device == device:
+        return model
+    per_model = _COPIES.setdefault(model, {})
+    key = (dtype, str(device))
+    version = weights_version(model)
+    hit = per_model.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    for q in work.parameters():
+        q.requires_grad_(False)
+    per_model[key] = (version, work)
+    return work

@@ -1,17 +1,24 @@
 """Figures in one style: image grids with the paper's per-column grey scale, spectra, bars.
 
 Plotting never computes: every function takes arrays the library already produced and
-returns a matplotlib Figure (the caller saves it with :func:`save_figure`).
+returns a matplotlib Figure (the caller saves it with :func:`save_figure`). Each function
+draws inside :func:`style` (a ``matplotlib.style.context``), so importing this module changes
+no global setting and a user's own figures keep their look.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from .files import atomic_write
 
 #: One style for every figure of the repository.
 STYLE = {
@@ -26,13 +33,31 @@ STYLE = {
     "image.cmap": "gray",
     "image.interpolation": "nearest",
 }
-plt.rcParams.update(STYLE)
+
+F = TypeVar("F", bound=Callable)
+
+
+def style():
+    """The repository's figure style as a context: ``with style(): ...``."""
+    return plt.style.context(STYLE)
+
+
+def styled(func: F) -> F:
+    """Run ``func`` inside :func:`style`."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with style():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _np(a: np.ndarray | torch.Tensor) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
+@styled
 def image_grid(
     rows: Sequence[np.ndarray | torch.Tensor],
     *,
@@ -99,6 +124,7 @@ def image_grid(
     return fig
 
 
+@styled
 def spectrum(
     singular_values: np.ndarray | Sequence[float],
     *,
@@ -126,6 +152,7 @@ def spectrum(
     return fig
 
 
+@styled
 def grouped_bars(
     values: dict[str, Sequence[float]],
     labels: Sequence[str],
@@ -172,17 +199,19 @@ def grouped_bars(
     return fig
 
 
+@styled
 def save_figure(fig: plt.Figure, path: str | Path, *, pdf: bool = False) -> Path:
     """Save ``fig`` as PNG (and PDF beside it when asked), creating folders; returns the
     PNG path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    if pdf:
-        fig.savefig(path.with_suffix(".pdf"))
+    for target in [path, path.with_suffix(".pdf")] if pdf else [path]:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=target.suffix.lstrip("."))
+        atomic_write(target, buf.getvalue())
     return path
 
 
+@styled
 def score_histograms(
     outputs: dict[str, np.ndarray | torch.Tensor],
     labels: np.ndarray | torch.Tensor,
@@ -223,6 +252,7 @@ def score_histograms(
     return fig
 
 
+@styled
 def frontier(
     rows: dict[str, Sequence[dict]],
     *,

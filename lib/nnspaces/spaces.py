@@ -1,4 +1,4 @@
-"""Signal spaces, the four fundamental subspaces, and residuals of a layer's weights.
+"""Signal spaces, the four fundamental subspaces, and pre-images of a layer's weights.
 
 A layer ``y = W x + b`` with ``W`` of shape ``(m, n)`` (m outputs, n inputs) has the SVD
 ``W = U diag(S) Vh``. Its **signal space** is spanned by the right singular vectors (rows of
@@ -9,20 +9,22 @@ A layer ``y = W x + b`` with ``W`` of shape ``(m, n)`` (m outputs, n inputs) has
     null space  (V[:, r:])   --- W --->   0
                                           left null space (U[:, r:]) is never reached
 
-Whatever part of an input lies in the null space is thrown away by the layer: that is the
-**residual** the paper visualises. Everything here works in float64 NumPy and accepts torch
-tensors or NumPy arrays; results are NumPy arrays.
+Whatever part of an input lies in the null space is thrown away by the layer (the
+**residual**, :mod:`nnspaces.residuals`); run backward, the same SVD gives every input that
+produces an output, ``W^+ z + N w`` (:meth:`LayerSpaces.preimage`): the inverse maps of
+:mod:`nnspaces.exact` are built on it. One rank tolerance serves everything (``tol`` below).
+Everything here works in float64 NumPy and accepts torch tensors or NumPy arrays; results are
+NumPy arrays.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 
 def _as_float64(a: np.ndarray | torch.Tensor) -> tuple[np.ndarray, float]:
@@ -50,6 +52,7 @@ class LayerSpaces:
     S: np.ndarray
     Vh: np.ndarray
     tol: float
+    matrix: np.ndarray  # the weight itself, float64 (m, n)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -104,12 +107,151 @@ class LayerSpaces:
             raise ValueError("left_null_space needs layer_spaces(weight, full_matrices=True)")
         return self.U[:, self.rank :]
 
+    @cached_property
+    def pinv(self) -> np.ndarray:
+        """Moore-Penrose pseudo-inverse ``W^+ = V_r diag(1/s) U_r^T``: ``(n, m)``."""
+        r = self.rank
+        return self.Vh[:r].T @ (self.U[:, :r] / self.S[:r]).T
+
+    @cached_property
+    def _null(self) -> np.ndarray:
+        return np.ascontiguousarray(self.null_space)
+
+    def preimage(
+        self,
+        z: np.ndarray | torch.Tensor,
+        *,
+        reference: np.ndarray | torch.Tensor | None = None,
+        null_coeffs: np.ndarray | None = None,
+    ) -> Preimage:
+        """The inputs ``x`` with ``W x = z``, ``z`` ``(B, m)`` or ``(m,)``: every one is
+        ``W^+ z + N w`` (``N`` the null-space basis, ``w`` free). The null-space part is the
+        one that makes ``x`` closest to ``reference`` (``(B, n)``: ``N N^T (reference -
+        W^+ z)``), or ``N @ null_coeffs`` (``(B, n - rank)``), or zero (the minimum-norm
+        pre-image). Where ``z`` is outside the column space, ``W x`` misses it: check
+        :attr:`Preimage.residual`."""
+        if reference is not None and null_coeffs is not None:
+            raise ValueError("give reference or null_coeffs, not both")
+        W = self.matrix
+        Z = np.atleast_2d(_as_float64(z)[0])
+        particular = Z @ self.pinv.T
+        N = self._null
+        if reference is not None:
+            P = np.atleast_2d(_as_float64(reference)[0]).reshape(len(particular), -1)
+            x = P + (Z - P @ W.T) @ self.pinv.T  # the closest point: P + W^+ (z - W P)
+        elif null_coeffs is not None:
+            C = np.atleast_2d(np.asarray(null_coeffs, dtype=np.float64))
+            if C.shape[-1] != N.shape[1]:
+                raise ValueError(f"null_coeffs need {N.shape[1]} values per row, got {C.shape}")
+            x = particular + C @ N.T
+        else:
+            x = particular
+        return Preimage(x, particular, x - particular, Z - x @ W.T)
+
+    def closest_preimage(
+        self, z: np.ndarray, reference: np.ndarray, lo: float = -math.inf, hi: float = math.inf
+    ) -> np.ndarray | None:
+        """The point closest to ``reference`` ``(n,)`` of ``{x : W x = z, lo <= x <= hi}``
+        (``z`` ``(m,)``), or None when that set is empty (see :func:`closest_in_bounds`)."""
+        x = self.preimage(z, reference=reference).x[0]
+        if np.all(x >= lo) and np.all(x <= hi):
+            return x
+        return closest_in_bounds(self, z, reference, lo, hi)
+
     def __repr__(self) -> str:
         m, n = self.shape
         return (
             f"LayerSpaces({m}x{n}, rank={self.rank}, condition_number="
             f"{self.condition_number:.4g}, s_max={self.S[0] if len(self.S) else 0:.4g})"
         )
+
+
+@dataclass(frozen=True)
+class Preimage:
+    """Inputs of a layer that give one output each, split by the four subspaces: ``x =
+    particular + null_part`` (``(B, n)``), ``particular = W^+ z`` in the row space and
+    ``null_part`` in the null space; ``residual = z - W x`` ``(B, m)`` is zero (to rounding)
+    exactly when ``z`` lies in the column space."""
+
+    x: np.ndarray
+    particular: np.ndarray
+    null_part: np.ndarray
+    residual: np.ndarray
+
+
+def closest_in_bounds(
+    spaces: LayerSpaces, z: np.ndarray, reference: np.ndarray, lo: float, hi: float
+) -> np.ndarray | None:
+    """The point closest to ``reference`` of ``{x : W x = z, lo <= x <= hi}``; None if that
+    set is empty.
+
+    Hand-written because SciPy has no quadratic-programming solver: SLSQP needs ~100x longer
+    on these 100-800 variable problems and says nothing reliable about infeasibility. This
+    is the standard semismooth Newton method on the dual (``x(y) = clip(q + W^T y, lo, hi)``,
+    solve ``W x(y) = z`` for the multipliers ``y``; Armijo line search on the concave dual),
+    which converges in a few steps and whose answer satisfies the KKT conditions exactly.
+    When it does not converge, :func:`scipy.optimize.linprog` (HiGHS) decides: infeasible, or
+    a feasible point closest to ``reference`` in the L1 norm.
+    """
+    W, d, q = spaces.matrix, z, reference
+    m = W.shape[0]
+    scale = max(1.0, float(np.abs(d).max()))
+
+    def primal(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = q + W.T @ y
+        return np.clip(g, lo, hi), g
+
+    def dual(y: np.ndarray) -> float:
+        h, _ = primal(y)
+        return 0.5 * float(np.sum((h - q) ** 2)) + float(y @ (d - W @ h))
+
+    # Start from the multipliers of the unconstrained projection: y = (W W^T)^+ (d - W q).
+    r = spaces.rank
+    U, S = spaces.U[:, :r], spaces.S[:r]
+    y = U @ ((U.T @ (d - W @ q)) / S**2)
+    for _ in range(100):
+        h, g = primal(y)
+        res = d - W @ h
+        free = (g > lo) & (g < hi)
+        if np.linalg.norm(res) <= 1e-11 * scale * math.sqrt(m):
+            # one exact correction on the free set: W h = d to rounding error
+            corr, *_ = np.linalg.lstsq(W[:, free], res, rcond=None)
+            h = h.copy()
+            h[free] += corr
+            return h
+        Wf = W[:, free]
+        A = Wf @ Wf.T
+        A[np.diag_indices(m)] += 1e-12 * (np.trace(A) / m + 1.0)
+        dy = np.linalg.solve(A, res)
+        theta, slope, step = dual(y), float(res @ dy), 1.0
+        while step > 1e-12 and dual(y + step * dy) < theta + 1e-4 * step * slope:
+            step *= 0.5
+        y = y + step * dy
+    return _lp_closest(W, d, q, lo, hi)
+
+
+def _lp_closest(
+    W: np.ndarray, d: np.ndarray, q: np.ndarray, lo: float, hi: float
+) -> np.ndarray | None:
+    """The L1-closest point to ``q`` with ``W h = d`` and ``lo <= h <= hi`` (HiGHS), or None
+    when no such point exists. Variables ``(h, u)`` with ``|h - q| <= u``, minimise sum(u)."""
+    from scipy.optimize import linprog
+    from scipy.sparse import bmat, csr_matrix, eye
+
+    m, n = W.shape
+    c = np.concatenate([np.zeros(n), np.ones(n)])
+    eye_n = eye(n, format="csr")
+    A_ub = bmat([[eye_n, -eye_n], [-eye_n, -eye_n]], format="csr")
+    b_ub = np.concatenate([q, -q])
+    A_eq = bmat([[csr_matrix(W), csr_matrix((m, n))]], format="csr")
+    box = (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
+    bounds = [box] * n + [(0, None)] * n
+    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=d, bounds=bounds, method="highs")
+    if res.status != 0:
+        return None
+    h = res.x[:n]
+    # HiGHS meets W h = d to ~1e-9; one minimum-norm correction makes it exact
+    return h + np.linalg.lstsq(W, d - W @ h, rcond=None)[0]
 
 
 def layer_spaces(weight: np.ndarray | torch.Tensor, *, full_matrices: bool = True) -> LayerSpaces:
@@ -128,7 +270,7 @@ def layer_spaces(weight: np.ndarray | torch.Tensor, *, full_matrices: bool = Tru
     if not np.all(np.isfinite(W)):
         raise ValueError("weight has NaN or infinite entries")
     U, S, Vh = np.linalg.svd(W, full_matrices=True) if full_matrices else _thin_svd_full_v(W)
-    return LayerSpaces(U, S, Vh, _tolerance(S, W.shape, eps))
+    return LayerSpaces(U, S, Vh, _tolerance(S, W.shape, eps), W)
 
 
 def _thin_svd_full_v(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,7 +303,7 @@ def _tolerance(S: np.ndarray, shape: tuple[int, int], eps: float) -> float:
     return float(S.max() * max(shape) * eps) if S.size else 0.0
 
 
-def _row_basis(W: np.ndarray | torch.Tensor | LayerSpaces) -> np.ndarray:
+def row_basis(W: np.ndarray | torch.Tensor | LayerSpaces) -> np.ndarray:
     """Orthonormal row-space basis ``(n, rank)``; a thin SVD unless spaces are given."""
     if isinstance(W, LayerSpaces):
         return W.row_space
@@ -181,124 +323,3 @@ def conv_as_matrix(weight4d: np.ndarray | torch.Tensor) -> np.ndarray:
         raise ValueError(f"conv_as_matrix needs a 4-D weight (out, in, kh, kw), got {W.shape}")
     out, inp, kh, kw = W.shape
     return W.reshape(out * inp, kh * kw)
-
-
-def _flatten_like(W: np.ndarray, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, tuple]:
-    """``x`` as ``(B, n)`` for ``W`` of shape ``(m, n)``, and the shape to give back."""
-    X, _ = _as_float64(x)
-    n = W.shape[1]
-    if X.ndim == 1:
-        if X.size != n:
-            raise ValueError(f"vector of length {X.size} does not fit a weight with {n} inputs")
-        return X[None, :], X.shape
-    X2 = X.reshape(X.shape[0], -1)
-    if X2.shape[1] != n:
-        raise ValueError(f"inputs of shape {X.shape} do not flatten to {n} values each")
-    return X2, X.shape
-
-
-def class_residuals(
-    W: np.ndarray | torch.Tensor, class_means: np.ndarray | torch.Tensor
-) -> np.ndarray:
-    """The paper's residual of each class average against its own output unit.
-
-    ``r_c = a_c - (w_c . a_c / w_c . w_c) w_c``: the part of class c's average image ``a_c``
-    that row ``w_c`` of ``W`` does not see. ``class_means`` is ``(C, n)`` or ``(C, *image)``
-    with ``C`` equal to the number of rows of ``W``; the result has its shape.
-    """
-    W, _ = _as_float64(W)
-    A, shape = _flatten_like(W, class_means)
-    if A.shape[0] != W.shape[0]:
-        raise ValueError(f"{A.shape[0]} class means for a weight with {W.shape[0]} outputs")
-    norms = np.einsum("cn,cn->c", W, W)
-    if np.any(norms == 0):
-        raise ValueError(f"rows {np.flatnonzero(norms == 0).tolist()} of W are zero")
-    coef = np.einsum("cn,cn->c", W, A) / norms
-    return (A - coef[:, None] * W).reshape(shape)
-
-
-def row_space_projection(
-    W: np.ndarray | torch.Tensor | LayerSpaces, x: np.ndarray | torch.Tensor
-) -> np.ndarray:
-    """Orthogonal projection of ``x`` onto the row space of ``W`` (what the layer sees).
-
-    ``x`` is one vector ``(n,)`` or a batch ``(B, n)`` / ``(B, *image)``; same shape back.
-    """
-    V = _row_basis(W)
-    X, shape = _flatten_like(V.T, x)
-    return ((X @ V) @ V.T).reshape(shape)
-
-
-def null_space_residual(
-    W: np.ndarray | torch.Tensor | LayerSpaces, x: np.ndarray | torch.Tensor
-) -> np.ndarray:
-    """``x`` minus its projection onto the row space of ``W``: what the layer cannot see.
-
-    ``W`` x residual is zero; ``x`` is one vector or a batch, and comes back in its shape.
-    """
-    X, _ = _as_float64(x)
-    return X - row_space_projection(W, x)
-
-
-def energy_kept(
-    W: np.ndarray | torch.Tensor | LayerSpaces, x: np.ndarray | torch.Tensor
-) -> np.ndarray:
-    """Fraction of each input's squared norm that lies in the row space of ``W``.
-
-    One value per input (``(B,)``, or a 0-d array for one vector); ``1 - energy_kept`` is the
-    fraction the layer discards. An all-zero input keeps (and loses) nothing: NaN.
-    """
-    X, _ = _as_float64(x)
-    P = row_space_projection(W, X)
-    axes = tuple(range(1, X.ndim)) if X.ndim > 1 else None
-    total = np.sum(X**2, axis=axes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sum(P**2, axis=axes) / total
-
-
-def layer_matrix(layer: nn.Module) -> np.ndarray:
-    """The matrix a Linear ``(out, in)`` or Conv2d ``(out, in*kh*kw)`` layer applies to its
-    input (for a convolution: to each unfolded input patch)."""
-    if isinstance(layer, nn.Linear):
-        return _as_float64(layer.weight)[0]
-    if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1:
-            raise ValueError(f"grouped convolutions (groups={layer.groups}) are not supported")
-        w = _as_float64(layer.weight)[0]
-        return w.reshape(w.shape[0], -1)
-    raise TypeError(f"expected nn.Linear or nn.Conv2d, got {type(layer).__name__}")
-
-
-@torch.no_grad()
-def energy_kept_per_layer(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """For each Linear / Conv2d layer, the fraction of its input's energy in its row space.
-
-    ``x`` is a batch of images ``(B, 1, 28, 28)``; the network runs once (eval mode) with
-    hooks that record each layer's input. For a convolution the input is unfolded into
-    patches ``(in*kh*kw)`` and the fraction is over all patches of the batch.
-    """
-    from .models import weight_layers
-
-    layers = weight_layers(model)
-    inputs: dict[str, torch.Tensor] = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: inputs.__setitem__(name, inp[0]))
-        for name, m in layers.items()
-    ]
-    try:
-        model.eval()
-        model(x.to(next(model.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
-    result = {}
-    for name, layer in layers.items():
-        inp = inputs[name].detach().cpu().double()
-        if isinstance(layer, nn.Conv2d):
-            patches = F.unfold(inp, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-            inp = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-        else:
-            inp = inp.reshape(inp.shape[0], -1)
-        kept = np.sum(row_space_projection(layer_matrix(layer), inp) ** 2)
-        result[name] = float(kept / np.sum(inp.numpy() ** 2))
-    return result

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Dataset, make_loader
+from .files import atomic_write
 from .models import build_model, check_network
+from .paper import TRAINING
 
 #: Checkpoints live here unless a ``cache_dir`` is given (``NNSPACES_CACHE`` overrides it).
 DEFAULT_CACHE = Path(
@@ -32,13 +33,15 @@ CACHE_FORMAT = 1  # bump when the checkpoint layout changes
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a trained network (and so keys the cache)."""
+    """Everything that determines a trained network (and so keys the cache). The defaults
+    are the paper's recipe (:data:`nnspaces.paper.TRAINING`); a run's epochs come from its
+    :class:`~nnspaces.config.RunConfig`."""
 
     network: str
-    epochs: int = 20
-    lr: float = 1e-3
-    momentum: float = 0.9
-    batch_size: int = 32
+    epochs: int = TRAINING["epochs"]
+    lr: float = TRAINING["lr"]
+    momentum: float = TRAINING["momentum"]
+    batch_size: int = TRAINING["batch_size"]
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -176,7 +179,7 @@ def get_trained(
     train(model, data, config, device=device, progress=progress)
     acc = evaluate(model, data.x_test, data.y_test, device=device)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_atomic(
+    save_checkpoint(
         {
             "key": key,
             "config": dataclasses.asdict(config),
@@ -188,15 +191,6 @@ def get_trained(
     return TrainedNetwork(model, config, acc, False, path)
 
 
-def save_atomic(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_checkpoint(obj: object, path: str | Path) -> Path:
+    """``torch.save`` through :func:`nnspaces.files.atomic_write` (never half a file)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -1,0 +1,164 @@
+"""Image priors: named penalty terms that pull an inverse image toward looking natural.
+
+A prior here always means one of these penalties, added with a weight to the output error
+that ``descent`` and ``box`` minimise (``priors={"tv": 0.1}``). The image an exact pre-image
+stays closest to is its *reference*, not a prior.
+
+=========  =====================================================================================
+name       penalty per image
+=========  =====================================================================================
+tv         anisotropic total variation: mean absolute difference of neighbouring pixels
+l2-avg     mean squared distance to the class's average training image
+bn         DeepInversion-style: each BatchNorm2d input's channel mean and variance against the
+           layer's running statistics (networks with BatchNorm2d only)
+=========  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .targets import check_name
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A named penalty: what it measures, whether it needs the class averages, and which
+    models it applies to."""
+
+    name: str
+    description: str
+    needs_averages: bool = False
+    applies_to: Callable[[nn.Module], bool] = lambda model: True
+
+
+PRIORS: dict[str, Prior] = {
+    p.name: p
+    for p in (
+        Prior("tv", "total variation: neighbouring pixels alike"),
+        Prior("l2-avg", "squared distance to the class average", needs_averages=True),
+        Prior("bn", "BatchNorm statistics of real images", applies_to=_has_batchnorm),
+    )
+}
+
+
+def check_priors(priors: Mapping[str, float] | None, model: nn.Module | None = None) -> dict:
+    """``priors`` as a dict ``{name: weight}`` with names from :data:`PRIORS` and finite
+    weights >= 0 (zero weights dropped); with ``model``, each prior must apply to it.
+    ``None`` means no prior."""
+    if priors is None:
+        return {}
+    if not isinstance(priors, Mapping):
+        raise ValueError(f"priors must be a dict {{name: weight}}, got {priors!r}")
+    out = {}
+    for name, weight in priors.items():
+        check_name("prior", name, tuple(PRIORS))
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"prior {name!r} weight {weight!r} must be a number")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"prior {name!r} weight {weight!r} must be finite and >= 0")
+        if model is not None and not PRIORS[name].applies_to(model):
+            raise ValueError(
+                f"prior {name!r} ({PRIORS[name].description}) does not apply to "
+                f"{type(model).__name__}: it has no BatchNorm2d layers"
+            )
+        if weight > 0:
+            out[name] = float(weight)
+    return out
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation per image, mean absolute neighbour difference ``(C,)``."""
+    if x.dim() >= 3:
+        dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).sum(1)
+        dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).sum(1)
+        return (dh + dw) / x[0].numel()
+    return (x[:, 1:] - x[:, :-1]).abs().sum(1) / x.shape[1]
+
+
+class BatchNormStats:
+    """The ``bn`` prior's bookkeeping: while entered, every forward pass records, per image,
+    ``||mu - running_mean|| + ||var - running_var||`` of each BatchNorm2d input (channel
+    statistics over spatial positions); :meth:`pop` sums them over layers. Layers whose
+    input is 1x1 (no spatial statistics) are skipped."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not self.layers:
+            raise ValueError(
+                f"prior 'bn' needs BatchNorm2d layers (resnet18); {type(model).__name__} has none"
+            )
+        self.terms: list[torch.Tensor] = []
+        self.handles: list = []
+
+    def _hook(self, mod: nn.BatchNorm2d, inp: tuple, out: torch.Tensor) -> None:
+        a = inp[0]
+        if a.shape[2] * a.shape[3] < 2:
+            return
+        mu = a.mean((2, 3))
+        var = a.var((2, 3), unbiased=False)
+        self.terms.append(
+            torch.linalg.vector_norm(mu - mod.running_mean, dim=1)
+            + torch.linalg.vector_norm(var - mod.running_var, dim=1)
+        )
+
+    def __enter__(self) -> BatchNormStats:
+        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        self.terms = []
+
+    def pop(self) -> torch.Tensor:
+        total = torch.stack(self.terms).sum(0)
+        self.terms = []
+        return total
+
+
+class PriorTerms:
+    """The weighted priors of one run, as a context (``bn`` hooks the model while entered).
+
+    ``add(total, x)`` returns ``total + sum_k weight_k * penalty_k(x)`` per image ``(C,)``,
+    called after the forward pass of ``x`` (``bn`` reads what that pass recorded).
+    ``averages`` ``(C, *shape)``: the class averages ``l2-avg`` compares with.
+    """
+
+    def __init__(
+        self, model: nn.Module, weights: Mapping[str, float], averages: torch.Tensor | None
+    ):
+        self.weights = dict(weights)
+        if "l2-avg" in self.weights and averages is None:
+            raise ValueError("prior 'l2-avg' needs the class averages")
+        self.averages = averages
+        self.bn = BatchNormStats(model) if "bn" in self.weights else None
+
+    def __enter__(self) -> PriorTerms:
+        if self.bn is not None:
+            self.bn.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bn is not None:
+            self.bn.__exit__(*exc)
+
+    def add(self, total: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        w = self.weights
+        if "tv" in w:
+            total = total + w["tv"] * total_variation(x)
+        if "l2-avg" in w:
+            total = total + w["l2-avg"] * ((x - self.averages) ** 2).flatten(1).mean(1)
+        if "bn" in w:
+            total = total + w["bn"] * self.bn.pop()
+        return total

@@ -1,0 +1,178 @@
+"""Each figure's metrics: what a notebook saves, and the one place that reads it back.
+
+A notebook's last cell builds one of these dataclasses from what it computed and saves it
+with :meth:`nnspaces.config.RunContext.save_metrics` (``metrics/<name>.json``). The report,
+the runner's summary and the README generator read the files through :func:`key_numbers` and
+:func:`inversion_table`, which know the keys the dataclasses write: the metrics contract lives
+here and is tested in one place (``tests/test_metrics.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import paper
+
+
+def _floats(values: Any) -> list[float | None]:
+    """Numbers as a JSON list; NaN and infinities become None."""
+    out = np.asarray(values, dtype=np.float64).ravel().tolist()
+    return [v if math.isfinite(v) else None for v in out]
+
+
+@dataclass
+class Fig1Metrics:
+    """Figure 1: the one-layer FCNN's weight, its SVD, and the class averages' energy."""
+
+    name: ClassVar[str] = "fig1"
+    network: str
+    test_accuracy: float
+    epochs: int
+    singular_values: Any
+    condition_number: float
+    energy_kept_class_means: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "network": self.network,
+            "test_accuracy": float(self.test_accuracy),
+            "epochs": int(self.epochs),
+            "singular_values": _floats(self.singular_values),
+            "condition_number": float(self.condition_number),
+            "energy_kept_class_means": _floats(self.energy_kept_class_means),
+        }
+
+
+@dataclass
+class Fig2Metrics:
+    """Figure 2: one convolution's kernel-matrix SVD, and every convolution's condition
+    number trained and at initialisation (``per_layer``: dicts with ``layer``, ``shape``,
+    ``condition_number_trained``, ``condition_number_init``)."""
+
+    name: ClassVar[str] = "fig2"
+    network: str
+    test_accuracy: float
+    epochs: int
+    layer: str
+    singular_values: Any
+    condition_number: float
+    per_layer: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "network": self.network,
+            "test_accuracy": float(self.test_accuracy),
+            "epochs": int(self.epochs),
+            "layer": self.layer,
+            "singular_values": _floats(self.singular_values),
+            "condition_number": float(self.condition_number),
+            "per_layer": self.per_layer,
+        }
+
+
+@dataclass
+class Fig3Metrics:
+    """Figure 3: per network, its accuracy, every method's result, what the other networks
+    see in each method's images, and the natural pre-images. ``results[net][method]`` is an
+    :class:`~nnspaces.inversion.InversionResult`, ``cross_model[net][method]`` counts of
+    recognised digits, ``natural[net]`` a :class:`~nnspaces.comparison.NaturalPreimages`."""
+
+    name: ClassVar[str] = "fig3"
+    accuracy: Mapping[str, float]
+    results: Mapping[str, Mapping[str, Any]]
+    cross_model: Mapping[str, Any]
+    natural: Mapping[str, Any]
+    targets: str = "min-max"
+
+    def to_dict(self) -> dict[str, Any]:
+        nets = {
+            n: {
+                "test_accuracy": float(self.accuracy[n]),
+                "methods": {m: r.to_dict() for m, r in self.results[n].items()},
+                "cross_model": self.cross_model.get(n, {}),
+                "natural": self.natural[n].to_dict() if n in self.natural else None,
+            }
+            for n in self.results
+        }
+        summary = ", ".join(
+            f"{n} best {by['best'].median_rel_error:.1e} box {by['best-box'].median_rel_error:.1e}"
+            for n, by in self.results.items()
+            if "best" in by and "best-box" in by
+        )
+        return {"targets": self.targets, "networks": nets, "summary": summary}
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass(frozen=True)
+class KeyNumber:
+    """One number of the run beside the paper's: ``value`` None when no metrics file has it."""
+
+    label: str
+    value: float | None
+    reference: paper.Reference
+    source: str
+    percent: bool = False
+
+    @property
+    def text(self) -> str:
+        if self.value is None:
+            return "missing"
+        return f"{100 * self.value:.1f}%" if self.percent else f"{self.value:.3g}"
+
+
+def _accuracy(metrics: Mapping[str, dict], network: str) -> tuple[float | None, str]:
+    for name in ("fig1", "fig2"):
+        m = metrics.get(name) or {}
+        if m.get("network") == network and _number(m.get("test_accuracy")):
+            return m["test_accuracy"], f"{name}.json"
+    net = ((metrics.get("fig3") or {}).get("networks") or {}).get(network) or {}
+    if _number(net.get("test_accuracy")):
+        return net["test_accuracy"], f"fig3.json: networks / {network}"
+    return None, "no metrics file has it"
+
+
+def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
+    """The run's accuracies and figure condition numbers beside the paper's
+    (:mod:`nnspaces.paper`), read from the metrics files by name (``{"fig1": {...}}``)."""
+    rows = []
+    for net, ref in paper.ACCURACY.items():
+        value, source = _accuracy(metrics, net)
+        rows.append(KeyNumber(f"{net} test accuracy", value, ref, source, percent=True))
+    for name, (net, ref) in zip(("fig1", "fig2"), paper.CONDITION_NUMBER.items(), strict=True):
+        m = metrics.get(name) or {}
+        ok = m.get("network") == net and _number(m.get("condition_number"))
+        layer = paper.FIGURE_LAYER[net]
+        rows.append(
+            KeyNumber(
+                f"{net} layer {layer} condition number",
+                m["condition_number"] if ok else None,
+                ref,
+                f"{name}.json" if ok else "no metrics file has it",
+            )
+        )
+    return rows
+
+
+def inversion_table(fig3: Mapping[str, Any] | None) -> tuple[list[str], dict[str, dict]]:
+    """From fig3.json: the networks, and per method (then ``natural pre-images``) the median
+    relative output error on each network (None where that method did not run)."""
+    nets = (fig3 or {}).get("networks") or {}
+    table: dict[str, dict[str, float | None]] = {}
+    for net, entry in nets.items():
+        for method, r in (entry.get("methods") or {}).items():
+            table.setdefault(method, {})[net] = r.get("median_rel_error")
+        natural = entry.get("natural")
+        if natural:
+            table.setdefault("natural pre-images", {})[net] = natural.get("median_rel_error")
+    return list(nets), table
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)

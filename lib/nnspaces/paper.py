@@ -1,0 +1,79 @@
+"""The paper's numbers and choices, each with where it comes from.
+
+R. Pattichis and M. S. Pattichis, "Understanding Neural Network Systems for Image Analysis using
+Vector Spaces and Inverse Maps", IEEE SSIAI 2024, pp. 73-76 (arXiv 2402.00261), and the
+authors' public notebook (read, never copied). Notebooks, the report and the README generator
+read them from here; nothing else types them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TITLE = (
+    "Understanding Neural Network Systems for Image Analysis using Vector Spaces and Inverse Maps"
+)
+CITATION = f"R. Pattichis and M. S. Pattichis, {TITLE}, IEEE SSIAI 2024 (arXiv 2402.00261)"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One number of the paper: its value, the authors' notebook's value where it printed
+    one, and where each comes from."""
+
+    value: float
+    source: str
+    notebook: float | None = None
+    notebook_source: str = "the authors' public notebook"
+
+    @property
+    def text(self) -> str:
+        """How the paper states it, e.g. ``7.22 (authors' notebook: 7.33)``."""
+        main = f"{self.value:g} ({self.source})"
+        return main if self.notebook is None else f"{main}; authors' notebook: {self.notebook:g}"
+
+
+#: Test accuracy by network (figure captions) and the notebook's validation accuracies.
+ACCURACY: dict[str, Reference] = {
+    "fcnn1": Reference(0.92, "caption of Fig. 1 and Fig. 3", 0.9168),
+    "fcnn5": Reference(0.97, "caption of Fig. 3", 0.9677),
+    "resnet18": Reference(0.99, "captions of Fig. 2 and Fig. 3", 0.9922),
+}
+
+#: Condition numbers of the layers the paper's figures show, by network.
+CONDITION_NUMBER: dict[str, Reference] = {
+    "fcnn1": Reference(7.22, "caption of Fig. 1: the 10 x 784 weight", 7.33),
+    "resnet18": Reference(1.07, "caption of Fig. 2: layer1[0].conv1 as a 4096 x 9 matrix", 1.069),
+}
+
+#: The layer each figure shows: Fig. 1 the one-layer FCNN's weight, Fig. 2 ResNet18's first
+#: residual block's first convolution.
+FIGURE_LAYER: dict[str, str] = {"fcnn1": "1", "resnet18": "layer1.0.conv1"}
+
+#: The training recipe (Section 2 and the notebook): cross-entropy, SGD, batch 32, 20 epochs.
+TRAINING = {"lr": 1e-3, "momentum": 0.9, "batch_size": 32, "epochs": 20}
+
+#: The notebook's "+training": SGD on the image, learning rate 1e-4, 100 steps.
+PLUS_TRAINING = {"optimizer": "sgd", "lr": 1e-4, "steps": 100}
+
+#: What the paper says of its inverse images' errors: nothing. The notebook's MSE, first and
+#: last "+training" step, digit 0 (full MNIST): barely moved, or rose for ResNet18.
+INVERSION_NOTE = (
+    "not reported in the paper; the authors' notebook's +training lowered the output MSE by "
+    "only 1-3% (fcnn1 digit 0: 7.04 -> 6.82; fcnn5: 106.7 -> 106.3) and raised it for "
+    "ResNet18 (151.8 -> 156.8)"
+)
+
+
+def _caption(pick: dict[str, tuple[int, ...]], rest: str) -> dict[int, str]:
+    chosen = {c: m for m, classes in pick.items() for c in classes}
+    return {c: chosen.get(c, rest) for c in range(10)}
+
+
+#: The method Figure 3's caption names for each digit of each network. The caption lists
+#: ResNet18's digit 4 twice (avg-img and avg-min-img); the later one is used.
+FIGURE3_METHODS: dict[str, dict[int, str]] = {
+    "fcnn1": _caption({"min-img+training": (2, 3, 7)}, "avg-img+training"),
+    "fcnn5": _caption({"avg-img+training": (1, 2, 6, 7)}, "min-img+training"),
+    "resnet18": _caption({"min-img": (0, 2, 3, 8), "avg-min-img": (4,)}, "avg-img"),
+}
