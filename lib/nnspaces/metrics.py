@@ -21,8 +21,13 @@ from . import paper
 
 def _floats(values: Any) -> list[float | None]:
     """Numbers as a JSON list; NaN and infinities become None."""
-    out = np.asarray(values, dtype=np.float64).ravel().tolist()
-    return [v if math.isfinite(v) else None for v in out]
+    return [_float(v) for v in np.asarray(values, dtype=np.float64).ravel().tolist()]
+
+
+def _float(value: Any) -> float | None:
+    """A number for JSON: NaN and infinities (which strict JSON has not) become None."""
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 @dataclass
@@ -40,10 +45,10 @@ class Fig1Metrics:
     def to_dict(self) -> dict[str, Any]:
         return {
             "network": self.network,
-            "test_accuracy": float(self.test_accuracy),
+            "test_accuracy": _float(self.test_accuracy),
             "epochs": int(self.epochs),
             "singular_values": _floats(self.singular_values),
-            "condition_number": float(self.condition_number),
+            "condition_number": _float(self.condition_number),
             "energy_kept_class_means": _floats(self.energy_kept_class_means),
         }
 
@@ -66,11 +71,11 @@ class Fig2Metrics:
     def to_dict(self) -> dict[str, Any]:
         return {
             "network": self.network,
-            "test_accuracy": float(self.test_accuracy),
+            "test_accuracy": _float(self.test_accuracy),
             "epochs": int(self.epochs),
             "layer": self.layer,
             "singular_values": _floats(self.singular_values),
-            "condition_number": float(self.condition_number),
+            "condition_number": _float(self.condition_number),
             "per_layer": self.per_layer,
         }
 
@@ -92,7 +97,7 @@ class Fig3Metrics:
     def to_dict(self) -> dict[str, Any]:
         nets = {
             n: {
-                "test_accuracy": float(self.accuracy[n]),
+                "test_accuracy": _float(self.accuracy[n]),
                 "methods": {m: r.to_dict() for m, r in self.results[n].items()},
                 "cross_model": self.cross_model.get(n, {}),
                 "natural": self.natural[n].to_dict() if n in self.natural else None,
@@ -151,7 +156,7 @@ def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
         layer = paper.FIGURE_LAYER[net]
         rows.append(
             KeyNumber(
-                f"{net} layer {layer} condition number",
+                f"{net} {'layer ' if layer.isdigit() else ''}{layer} condition number",
                 m["condition_number"] if ok else None,
                 ref,
                 f"{name}.json" if ok else "no metrics file has it",

@@ -1,0 +1,247 @@
+"""The metrics contract: what the notebooks save (nnspaces.metrics' dataclasses through
+RunContext.save_metrics) is what key_numbers and inversion_table read back, number by number."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nnspaces import paper
+from nnspaces.comparison import NaturalPreimages
+from nnspaces.config import RunConfig
+from nnspaces.inversion import InversionResult, evaluate_images
+from nnspaces.metrics import (
+    Fig1Metrics,
+    Fig2Metrics,
+    Fig3Metrics,
+    KeyNumber,
+    inversion_table,
+    key_numbers,
+)
+
+torch.manual_seed(0)
+MODEL = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+
+def result(network: str, method: str, seed: int, *, nan_rows: int = 0) -> InversionResult:
+    """A real InversionResult of a tiny 16 -> 3 network (distinct errors for each seed);
+    ``nan_rows`` classes failed (an exact method's NaN rows)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(3, 1, 4, 4, generator=g)
+    images[1 : 1 + nan_rows, 0, 0, 0] = float("nan")
+    targets = 1 + torch.rand(3, 3, generator=g)
+    return evaluate_images(MODEL, images, targets, [0, 1, 2], method=method, network=network)
+
+
+def natural(network: str, seed: int) -> NaturalPreimages:
+    frontier = [{"weight": 0.1, "median_rel_error": 0.987654, "n_recognised": 9}]
+    return NaturalPreimages(
+        network, "min-max", "l2-avg", frontier, 0.1, result(network, "box", seed), n_recognised=9
+    )
+
+
+def fig1(network: str = "fcnn1", **given) -> Fig1Metrics:
+    values = {
+        "test_accuracy": 0.9123,
+        "epochs": 1,
+        "singular_values": np.array([4.5, 3.0, 0.615]),
+        "condition_number": 7.3141,
+        "energy_kept_class_means": np.full(10, 0.25),
+    }
+    return Fig1Metrics(network, **{**values, **given})
+
+
+def fig2(**given) -> Fig2Metrics:
+    per_layer = [{"layer": "conv1", "shape": [64, 1, 3, 3], "condition_number_trained": 3.5}]
+    values = {
+        "test_accuracy": 0.9876,
+        "epochs": 1,
+        "layer": "layer1.0.conv1",
+        "singular_values": np.linspace(2.0, 1.9, 9),
+        "condition_number": 1.0712,
+        "per_layer": per_layer,
+    }
+    return Fig2Metrics("resnet18", **{**values, **given})
+
+
+def fig3() -> tuple[Fig3Metrics, dict]:
+    results = {
+        "fcnn5": {"descent": result("fcnn5", "descent", 1), "min-img": result("fcnn5", "m", 2)},
+        "resnet18": {
+            "descent": result("resnet18", "descent", 3),
+            "exact": result("resnet18", "exact", 4, nan_rows=1),
+        },
+    }
+    m = Fig3Metrics(
+        accuracy={"fcnn5": 0.9654, "resnet18": 0.5},
+        results=results,
+        cross_model={"fcnn5": {"descent": {"resnet18": 7}}},
+        natural={"resnet18": natural("resnet18", 5)},
+    )
+    return m, results
+
+
+def json_roundtrip(metrics) -> dict:
+    """What a notebook's metrics look like read back from their JSON file."""
+    return json.loads(json.dumps(metrics.to_dict()))
+
+
+def by_reference(rows: list[KeyNumber]) -> tuple[dict[str, KeyNumber], dict[str, KeyNumber]]:
+    """The rows of key_numbers by network: (accuracies, condition numbers)."""
+    acc = {n: r for n, r in zip(paper.ACCURACY, rows, strict=False)}
+    cond = {n: r for n, r in zip(paper.CONDITION_NUMBER, rows[len(acc) :], strict=True)}
+    for n, r in acc.items():
+        assert r.reference == paper.ACCURACY[n] and n in r.label and r.percent
+    for n, r in cond.items():
+        assert r.reference == paper.CONDITION_NUMBER[n] and n in r.label and not r.percent
+    return acc, cond
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = RunConfig(
+        "smoke",
+        n_train=500,
+        n_test=200,
+        epochs={"fcnn1": 1, "fcnn5": 1, "resnet18": 1},
+        out_dir=str(out),
+    )
+    return config.context()
+
+
+def test_saved_metrics_carry_the_profile_the_data_and_the_values(context):
+    paths = [context.save_metrics(m) for m in (fig1(), fig2(), fig3()[0])]
+    assert [p.name for p in paths] == ["fig1.json", "fig2.json", "fig3.json"]
+    assert all(p.parent == context.out_dir / "metrics" for p in paths)
+    saved = {p.stem: json.loads(p.read_text()) for p in paths}
+    info = context.data.info()
+    assert set(info) == {"dataset", "n_train", "n_val", "n_test", "source"}
+    for m in saved.values():
+        assert m["profile"] == "smoke"
+        assert {k: m[k] for k in info} == info
+    assert saved["fig1"]["network"] == "fcnn1" and saved["fig1"]["test_accuracy"] == 0.9123
+    assert saved["fig1"]["singular_values"] == [4.5, 3.0, 0.615]
+    assert saved["fig1"]["condition_number"] == 7.3141
+    assert saved["fig2"]["layer"] == "layer1.0.conv1"
+    assert saved["fig2"]["per_layer"][0]["condition_number_trained"] == 3.5
+    assert saved["fig3"]["networks"]["fcnn5"]["cross_model"] == {"descent": {"resnet18": 7}}
+
+    acc, cond = by_reference(key_numbers(saved))
+    assert (acc["fcnn1"].value, acc["fcnn1"].source) == (0.9123, "fig1.json")
+    assert (acc["fcnn5"].value, acc["fcnn5"].source) == (0.9654, "fig3.json: networks / fcnn5")
+    assert (acc["resnet18"].value, acc["resnet18"].source) == (0.9876, "fig2.json")
+    assert (cond["fcnn1"].value, cond["fcnn1"].source) == (7.3141, "fig1.json")
+    assert (cond["resnet18"].value, cond["resnet18"].source) == (1.0712, "fig2.json")
+
+
+def test_key_numbers_text_percent_and_significant_digits():
+    metrics = {"fig1": json_roundtrip(fig1()), "fig2": json_roundtrip(fig2())}
+    acc, cond = by_reference(key_numbers(metrics))
+    assert acc["fcnn1"].text == "91.2%" and acc["resnet18"].text == "98.8%"
+    assert cond["fcnn1"].text == "7.31" and cond["resnet18"].text == "1.07"
+    assert acc["fcnn5"].value is None and acc["fcnn5"].text == "missing"
+
+
+def test_fig1_and_fig2_accuracies_come_before_fig3s():
+    m3 = json_roundtrip(fig3()[0])
+    m3["networks"]["fcnn1"] = {"test_accuracy": 0.11, "methods": {}, "natural": None}
+    metrics = {"fig1": json_roundtrip(fig1()), "fig2": json_roundtrip(fig2()), "fig3": m3}
+    acc, _ = by_reference(key_numbers(metrics))
+    assert acc["fcnn1"].value == 0.9123  # not fig3's fcnn1
+    assert acc["resnet18"].value == 0.9876  # fig2's, not fig3's 0.5
+    assert acc["fcnn5"].value == 0.9654
+
+
+def test_a_file_about_another_network_is_not_read_as_the_papers_layer():
+    acc, cond = by_reference(key_numbers({"fig1": json_roundtrip(fig1("fcnn5"))}))
+    assert cond["fcnn1"].value is None and cond["fcnn1"].text == "missing"
+    assert acc["fcnn1"].value is None
+    assert (acc["fcnn5"].value, acc["fcnn5"].source) == (0.9123, "fig1.json")
+
+
+def test_missing_files_give_missing_numbers_and_an_empty_table():
+    rows = key_numbers({})
+    assert len(rows) == len(paper.ACCURACY) + len(paper.CONDITION_NUMBER)
+    for r in rows:
+        assert (r.value, r.text, r.source) == (None, "missing", "no metrics file has it")
+    assert inversion_table(None) == ([], {})
+    assert inversion_table({}) == ([], {})
+
+
+def test_inversion_table_reads_each_methods_median_on_each_network():
+    m, results = fig3()
+    networks, table = inversion_table(json_roundtrip(m))
+    assert networks == ["fcnn5", "resnet18"]
+    assert table["descent"] == {
+        "fcnn5": pytest.approx(results["fcnn5"]["descent"].median_rel_error),
+        "resnet18": pytest.approx(results["resnet18"]["descent"].median_rel_error),
+    }
+    assert table["descent"]["fcnn5"] != pytest.approx(table["descent"]["resnet18"])
+    assert table["min-img"] == {
+        "fcnn5": pytest.approx(results["fcnn5"]["min-img"].median_rel_error)
+    }
+    assert table["exact"] == {"resnet18": None}  # a NaN row: no finite median
+    nat = m.natural["resnet18"].result.median_rel_error
+    assert table["natural pre-images"] == {"resnet18": pytest.approx(nat)}
+    assert list(table) == ["descent", "min-img", "exact", "natural pre-images"]
+
+
+def test_fig3_json_keeps_each_networks_accuracy_results_and_per_class_errors():
+    m, results = fig3()
+    d = json_roundtrip(m)
+    assert d["targets"] == "min-max"
+    fcnn5 = d["networks"]["fcnn5"]
+    assert fcnn5["test_accuracy"] == 0.9654 and fcnn5["natural"] is None
+    descent = fcnn5["methods"]["descent"]
+    assert descent["rel_error"] == pytest.approx(results["fcnn5"]["descent"].rel_error.tolist())
+    assert descent["classes"] == [0, 1, 2] and descent["network"] == "fcnn5"
+    exact = d["networks"]["resnet18"]["methods"]["exact"]
+    assert exact["rel_error"][1] is None and exact["median_rel_error"] is None
+    assert d["networks"]["resnet18"]["natural"]["frontier"][0]["median_rel_error"] == 0.987654
+
+
+def strict_json(metrics) -> dict:
+    """The JSON a metrics object writes, refusing NaN and Infinity (not JSON: browsers and
+    jq reject them)."""
+    text = json.dumps(metrics.to_dict())
+
+    def refuse(token: str):
+        raise AssertionError(f"{token} written to JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_in_lists_become_null():
+    d = strict_json(fig1(singular_values=[2.0, math.nan, math.inf]))
+    assert d["singular_values"] == [2.0, None, None]
+    assert strict_json(fig2(singular_values=[math.nan]))["singular_values"] == [None]
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        pytest.param(lambda: fig1(condition_number=math.inf), id="fig1-condition-inf"),
+        pytest.param(lambda: fig2(test_accuracy=math.nan), id="fig2-accuracy-nan"),
+        pytest.param(
+            lambda: Fig3Metrics(
+                accuracy={"fcnn1": 0.9},
+                results={"fcnn1": {}},
+                cross_model={},
+                natural={
+                    "fcnn1": NaturalPreimages(
+                        "fcnn1", "min-max", "l2-avg", [], 0.1, result("fcnn1", "box", 6, nan_rows=2)
+                    )
+                },
+            ),
+            id="fig3-natural-median-inf",
+        ),
+    ],
+)
+def test_non_finite_scalars_become_null(metrics):
+    strict_json(metrics())
