@@ -1,10 +1,37 @@
-"""Training beats chance; the checkpoint cache hits, and retrains on corrupt files."""
+"""Training beats chance with the paper's recipe; the checkpoint cache hits, is keyed by
+everything that determines a network, retrains on corrupt files, and writes atomically."""
+
+import contextlib
+import dataclasses
+import os
+import stat
 
 import pytest
 import torch
 
+from nnspaces import paper, training
 from nnspaces.data import load_dataset
-from nnspaces.training import TrainConfig, cache_key, evaluate, get_trained
+from nnspaces.training import (
+    TrainConfig,
+    cache_key,
+    evaluate,
+    get_trained,
+    predict,
+    save_checkpoint,
+)
+
+
+@contextlib.contextmanager
+def umask(mask):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 @pytest.fixture(scope="module")
@@ -12,11 +39,39 @@ def small():
     return load_dataset("mnist-embedded", n_train=500, n_test=200)
 
 
+def test_defaults_are_the_papers_recipe():
+    cfg = TrainConfig("fcnn1")
+    # Section 2: SGD, learning rate 1e-3, momentum 0.9, batch size 32, 20 epochs
+    assert (cfg.lr, cfg.momentum, cfg.batch_size, cfg.epochs, cfg.seed) == (
+        1e-3,
+        0.9,
+        32,
+        20,
+        0,
+    )
+    assert {k: getattr(cfg, k) for k in paper.TRAINING} == paper.TRAINING
+
+
 def test_short_training_beats_chance(small, tmp_path):
     net = get_trained(TrainConfig("fcnn1", epochs=2), small, cache_dir=tmp_path, progress=False)
     assert not net.from_cache
+    assert not net.model.training
     assert net.test_accuracy > 0.5  # chance is 0.1
     assert net.test_accuracy == pytest.approx(evaluate(net.model, small.x_test, small.y_test))
+    # evaluate is the share of images whose largest output is the label
+    out = net.model(small.x_test).detach()
+    assert net.test_accuracy == pytest.approx((out.argmax(1) == small.y_test).float().mean().item())
+    torch.testing.assert_close(predict(net.model, small.x_test, batch_size=7), out)
+    assert "fcnn1" in repr(net) and "trained" in repr(net)
+
+
+def test_evaluate_on_nothing():
+    from nnspaces.models import build_model
+
+    model = build_model("fcnn1")
+    with pytest.raises(ValueError, match="empty split"):
+        evaluate(model, torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+    assert predict(model, torch.zeros(0, 1, 28, 28)).shape == (0, 10)
 
 
 def test_training_is_deterministic(small, tmp_path):
@@ -34,14 +89,66 @@ def test_cache_hit_and_key(small, tmp_path):
     assert second.from_cache and second.checkpoint == first.checkpoint
     assert second.test_accuracy == first.test_accuracy
     assert torch.equal(first.model[1].weight, second.model[1].weight)
-    # any change of configuration or data is another key
-    assert cache_key(TrainConfig("fcnn1", epochs=2), small) != cache_key(cfg, small)
-    assert cache_key(TrainConfig("fcnn1", epochs=1, seed=1), small) != cache_key(cfg, small)
-    other = load_dataset("mnist-embedded", n_train=400, n_test=200)
-    assert cache_key(cfg, other) != cache_key(cfg, small)
+    assert not second.model.training
+    assert first.checkpoint.name == f"fcnn1-{cache_key(cfg, small)}.pt"
+    # the key is a function of the configuration and the data, nothing else
+    assert cache_key(TrainConfig("fcnn1", epochs=1), small) == cache_key(cfg, small)
+    same_data = dataclasses.replace(small, x_train=small.x_train.clone())  # equal, not the same
+    assert cache_key(cfg, same_data) == cache_key(cfg, small)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-key"])
+# one different value for every field of TrainConfig
+CHANGES = {
+    "network": "fcnn5",
+    "epochs": 2,
+    "lr": 2e-3,
+    "momentum": 0.5,
+    "batch_size": 64,
+    "seed": 1,
+}
+
+
+def test_every_field_is_part_of_the_key(small):
+    assert set(CHANGES) == {f.name for f in dataclasses.fields(TrainConfig)}
+    base = TrainConfig("fcnn1", epochs=1)
+    keys = {cache_key(base, small)}
+    for name, value in CHANGES.items():
+        keys.add(cache_key(dataclasses.replace(base, **{name: value}), small))
+    assert len(keys) == len(CHANGES) + 1
+
+
+def test_the_data_is_part_of_the_key(small):
+    cfg = TrainConfig("fcnn1", epochs=1)
+    key = cache_key(cfg, small)
+    fewer = dataclasses.replace(small, x_train=small.x_train[:400], y_train=small.y_train[:400])
+    assert cache_key(cfg, fewer) != key
+    # the same sizes, other images: the content counts, not the size
+    other = dataclasses.replace(
+        small,
+        x_train=torch.cat([small.x_train[1:], small.x_test[:1]]),
+        y_train=torch.cat([small.y_train[1:], small.y_test[:1]]),
+    )
+    assert (other.n_train, other.n_test) == (small.n_train, small.n_test)
+    assert cache_key(cfg, other) != key
+    # other test images
+    x_test = small.x_test.flip(0)
+    assert cache_key(cfg, dataclasses.replace(small, x_test=x_test)) != key
+    # one pixel changed
+    x = small.x_train.clone()
+    x[0, 0, 0, 0] += 0.5
+    assert cache_key(cfg, dataclasses.replace(small, x_train=x)) != key
+    # the same images under another name
+    assert cache_key(cfg, dataclasses.replace(small, name="mnist")) != key
+
+
+def test_the_cache_format_is_part_of_the_key(small, monkeypatch):
+    cfg = TrainConfig("fcnn1", epochs=1)
+    key = cache_key(cfg, small)
+    monkeypatch.setattr(training, "CACHE_FORMAT", training.CACHE_FORMAT + 1)
+    assert cache_key(cfg, small) != key
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-key", "wrong-shape"])
 def test_corrupt_checkpoint_is_retrained(small, tmp_path, damage):
     cfg = TrainConfig("fcnn1", epochs=1)
     first = get_trained(cfg, small, cache_dir=tmp_path, progress=False)
@@ -52,7 +159,10 @@ def test_corrupt_checkpoint_is_retrained(small, tmp_path, damage):
         path.write_bytes(path.read_bytes()[:200])
     else:
         ckpt = torch.load(path, weights_only=True)
-        ckpt["key"] = "something else"
+        if damage == "wrong-key":
+            ckpt["key"] = "something else"
+        else:
+            ckpt["state_dict"]["1.weight"] = torch.zeros(3, 3)
         torch.save(ckpt, path)
     with pytest.warns(UserWarning, match="unusable"):
         again = get_trained(cfg, small, cache_dir=tmp_path, progress=False)
@@ -62,6 +172,40 @@ def test_corrupt_checkpoint_is_retrained(small, tmp_path, damage):
     assert get_trained(cfg, small, cache_dir=tmp_path, progress=False).from_cache
 
 
+def test_default_cache_folder(small, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "DEFAULT_CACHE", tmp_path / "cache")
+    net = get_trained(TrainConfig("fcnn1", epochs=1), small, progress=False)
+    assert net.checkpoint.parent == tmp_path / "cache" and net.checkpoint.is_file()
+
+
+def test_checkpoints_are_readable_by_group_and_others(small, tmp_path):
+    with umask(0o022):
+        net = get_trained(TrainConfig("fcnn1", epochs=1), small, cache_dir=tmp_path, progress=False)
+        saved = save_checkpoint({"w": torch.ones(2)}, tmp_path / "deep" / "m.pt")
+    assert mode(net.checkpoint) == 0o644
+    assert saved == tmp_path / "deep" / "m.pt" and mode(saved) == 0o644
+    with umask(0o077):
+        private = save_checkpoint({"w": torch.ones(2)}, tmp_path / "private.pt")
+    assert mode(private) == 0o600
+    ckpt = torch.load(net.checkpoint, weights_only=True)
+    assert ckpt["key"] == net.checkpoint.stem.split("-", 1)[1]
+    assert ckpt["config"] == dataclasses.asdict(net.config)
+    assert ckpt["test_accuracy"] == net.test_accuracy
+
+
+def test_save_checkpoint_round_trip_and_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / "m.pt"
+    obj = {"state": {"w": torch.arange(4.0)}, "n": 3}
+    save_checkpoint(obj, path)
+    back = torch.load(path, weights_only=True)
+    assert back["n"] == 3 and torch.equal(back["state"]["w"], torch.arange(4.0))
+    with pytest.raises(Exception):  # noqa: B017  a lambda cannot be pickled
+        save_checkpoint({"f": lambda: 0}, path)
+    back = torch.load(path, weights_only=True)  # the old checkpoint, whole
+    assert back["n"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="epochs=0"):
         TrainConfig("fcnn1", epochs=0)
@@ -69,3 +213,9 @@ def test_bad_config():
         TrainConfig("mlp")
     with pytest.raises(ValueError, match="momentum=1.5"):
         TrainConfig("fcnn1", momentum=1.5)
+    with pytest.raises(ValueError, match="lr=0"):
+        TrainConfig("fcnn1", lr=0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        TrainConfig("fcnn1", batch_size=0)
+    with pytest.raises(ValueError, match="batch_size=2.5"):
+        TrainConfig("fcnn1", batch_size=2.5)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models import frozen, weight_layers
 from .spaces import LayerSpaces, _as_float64, row_basis
 
 
@@ -110,8 +111,6 @@ def energy_kept_per_layer(model: nn.Module, x: torch.Tensor) -> dict[str, float]
     hooks that record each layer's input. For a convolution the input is unfolded into
     patches ``(in*kh*kw)`` and the fraction is over all patches of the batch.
     """
-    from .models import weight_layers
-
     layers = weight_layers(model)
     inputs: dict[str, torch.Tensor] = {}
     hooks = [
@@ -119,8 +118,8 @@ def energy_kept_per_layer(model: nn.Module, x: torch.Tensor) -> dict[str, float]
         for name, m in layers.items()
     ]
     try:
-        model.eval()
-        model(x.to(next(model.parameters()).device))
+        with frozen(model):
+            model(x.to(next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()

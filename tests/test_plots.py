@@ -1,0 +1,271 @@
+"""Figures: one style, applied inside every plotting function and never to the process; grey
+scales as documented; files written whole, readable by others."""
+
+import contextlib
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from nnspaces import plots  # noqa: E402
+
+
+@contextlib.contextmanager
+def umask(mask):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+# A user's own settings, unlike the style in every respect the tests look at.
+USER = {
+    "figure.dpi": 72.0,
+    "savefig.dpi": 50.0,
+    "image.cmap": "viridis",
+    "image.interpolation": "bilinear",
+    "axes.spines.top": True,
+    "font.size": 14.0,
+}
+
+
+def _one_of_each():
+    """Every plotting function, called with small inputs."""
+    rng = np.random.default_rng(0)
+    return {
+        "image_grid": lambda: plots.image_grid([rng.random((3, 16))]),
+        "spectrum": lambda: plots.spectrum([3.0, 2.0, 1.0], condition_number=3.0),
+        "grouped_bars": lambda: plots.grouped_bars({"a": [1, 2], "b": [2, 3]}, ["x", "y"]),
+        "score_histograms": lambda: plots.score_histograms(
+            {"net": rng.standard_normal((30, 3))}, rng.integers(0, 3, 30)
+        ),
+        "frontier": lambda: plots.frontier(
+            {
+                "net": [
+                    {"weight": 0.0, "median_rel_error": 1e-3, "n_agree": 2},
+                    {"weight": 1e-2, "median_rel_error": 1e-2, "n_agree": 7},
+                ]
+            }
+        ),
+    }
+
+
+PLOTTERS = _one_of_each()
+
+
+def test_every_plotting_function_is_checked_here():
+    import inspect
+
+    public = {
+        name
+        for name, f in vars(plots).items()
+        if inspect.isfunction(f) and f.__module__ == plots.__name__ and not name.startswith("_")
+    }
+    assert public == {*PLOTTERS, "save_figure", "style", "styled"}
+    for name in (*PLOTTERS, "save_figure"):
+        assert getattr(plots, name).__wrapped__  # made by @styled
+
+
+def test_importing_plots_changes_no_global_setting():
+    code = """
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+before = {k: repr(v) for k, v in matplotlib.rcParams.items()}
+import nnspaces.plots
+assert "nnspaces.plots" in sys.modules
+after = {k: repr(v) for k, v in matplotlib.rcParams.items()}
+print(json.dumps(sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))))
+"""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    changed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert changed == []
+
+
+@pytest.mark.parametrize("name", PLOTTERS)
+def test_every_plot_carries_the_style_and_leaves_the_users_settings(name):
+    with matplotlib.rc_context(USER):
+        fig = PLOTTERS[name]()
+        assert fig.dpi == 110  # the style's, not the user's 72
+        for key, value in USER.items():
+            assert matplotlib.rcParams[key] == value  # restored after the call
+        mine = plt.figure()
+        assert mine.dpi == 72  # a user's own figure keeps the user's look
+    ax = fig.axes[0]
+    assert not ax.spines["top"].get_visible() and not ax.spines["right"].get_visible()
+
+
+def test_image_grid_style_and_column_scale():
+    rows = [
+        np.array([[0.0, 1.0, 2.0, 3.0], [5.0, 5.0, 5.0, 5.0]]),
+        np.array([[-1.0, 0.0, 0.0, 0.0], [4.0, 6.0, 8.0, 9.0]]),
+    ]
+    with matplotlib.rc_context(USER):
+        fig = plots.image_grid(rows, row_labels=["a", "b"], col_labels=["c0", "c1"])
+    assert fig.dpi == 110
+    axes = np.array(fig.axes).reshape(2, 2)
+    images = [[axes[r, c].images[0] for c in range(2)] for r in range(2)]
+    assert images[0][0].get_cmap().name == "gray"
+    assert images[0][0].get_interpolation() == "nearest"
+    # the paper's scale: each column one min-to-max over the rows
+    assert images[0][0].get_clim() == images[1][0].get_clim() == (-1.0, 3.0)
+    assert images[0][1].get_clim() == images[1][1].get_clim() == (4.0, 9.0)
+    assert images[0][0].get_array().shape == (2, 2)
+    assert axes[0, 0].get_title() == "c0" and axes[0, 1].get_title() == "c1"
+    assert axes[0, 0].get_ylabel() == "a" and axes[1, 0].get_ylabel() == "b"
+
+
+def test_image_grid_other_scales_captions_and_ragged_rows():
+    rows = [
+        torch.tensor([[0.0, 1.0, 2.0, 3.0], [5.0, 5.0, 5.0, 5.0]]),  # a tensor works too
+        np.array([[-1.0, 0.0, 0.0, 0.5]]),
+        np.array([[0.2, 0.4, 0.6, 0.8], [1.0, 2.0, 3.0, 4.0]]),
+    ]
+    fig = plots.image_grid(
+        rows,
+        scale=["image", "unit", "row"],
+        captions=[["x", ""], ["y"], ["z", "w"]],
+        title="T",
+    )
+    axes = np.array(fig.axes).reshape(3, 2)
+    assert axes[0, 0].images[0].get_clim() == (0.0, 3.0)  # its own min and max
+    assert axes[0, 1].images[0].get_clim() == (5.0, 6.0)  # constant: lo to lo + 1
+    assert axes[1, 0].images[0].get_clim() == (0.0, 1.0)  # unit
+    assert axes[2, 0].images[0].get_clim() == axes[2, 1].images[0].get_clim() == (0.2, 4.0)
+    assert not axes[1, 1].images and not axes[1, 1].axison  # no image there: empty
+    assert axes[0, 0].get_xlabel() == "x" and axes[2, 1].get_xlabel() == "w"
+    assert fig._suptitle.get_text() == "T"
+
+
+def test_image_grid_bad_scale_restores_the_settings():
+    with matplotlib.rc_context(USER):
+        with pytest.raises(ValueError, match="bad scale 'columns'; allowed per row: column"):
+            plots.image_grid([np.zeros((1, 4))], scale="columns")
+        with pytest.raises(ValueError, match="bad scale"):
+            plots.image_grid([np.zeros((1, 4)), np.zeros((1, 4))], scale=["unit"])
+        assert matplotlib.rcParams["figure.dpi"] == 72
+
+
+def test_spectrum_draws_the_singular_values():
+    s = [4.0, 2.0, 0.5]
+    fig = plots.spectrum(s, condition_number=8.0, label="W")
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), s)
+    assert ax.get_yscale() == "log" and ax.get_title() == "condition number 8"
+    assert plots.spectrum(s, log=False).axes[0].get_yscale() == "linear"
+    # drawing into a given axes returns its figure
+    own, ax2 = plt.subplots()
+    assert plots.spectrum(s, ax=ax2) is own
+
+
+def test_grouped_bars():
+    fig = plots.grouped_bars(
+        {"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]}, ["x", "y", "z"], reference=2.5
+    )
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert any(list(line.get_ydata()) == [2.5, 2.5] for line in ax.lines)
+    stacked = plots.grouped_bars({"a": [1.0, 2.0], "b": [4.0, 5.0]}, ["x", "y"], stacked=True)
+    bottoms = [p.get_y() for p in stacked.axes[0].patches]
+    assert bottoms == [0.0, 0.0, 1.0, 2.0]
+
+
+def _png_dpi(path):
+    with Image.open(path) as img:
+        return img.info["dpi"]
+
+
+@pytest.mark.parametrize("pdf", [False, True])
+def test_save_figure_writes_styled_files_readable_by_others(tmp_path, pdf):
+    fig = plots.spectrum([3.0, 1.0])
+    path = tmp_path / "figures" / "f.png"
+    with umask(0o022), matplotlib.rc_context(USER):
+        assert plots.save_figure(fig, path, pdf=pdf) == path
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert mode(path) == 0o644
+    assert _png_dpi(path) == pytest.approx((150, 150), abs=0.1)  # the style's savefig.dpi
+    names = sorted(p.name for p in path.parent.iterdir())
+    if pdf:
+        assert names == ["f.pdf", "f.png"]
+        assert (path.parent / "f.pdf").read_bytes()[:5] == b"%PDF-"
+        assert mode(path.parent / "f.pdf") == 0o644
+    else:
+        assert names == ["f.png"]
+
+
+def test_save_figure_follows_a_private_umask_and_replaces(tmp_path):
+    path = tmp_path / "f.png"
+    path.write_bytes(b"old")
+    with umask(0o077):
+        plots.save_figure(plots.spectrum([1.0]), path)
+    assert mode(path) == 0o600
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_save_figure_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / "f.png"
+    path.write_bytes(b"old")
+    fig = plots.spectrum([1.0])
+    fig.savefig = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full"))
+    with pytest.raises(RuntimeError, match="disk full"):
+        plots.save_figure(fig, path)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_style_is_a_context():
+    before = matplotlib.rcParams["figure.dpi"]
+    with plots.style():
+        for key, value in plots.STYLE.items():
+            assert matplotlib.rcParams[key] == value
+    assert matplotlib.rcParams["figure.dpi"] == before
+
+
+def test_score_histograms_and_frontier_layouts():
+    rng = np.random.default_rng(1)
+    outputs = {"a": rng.standard_normal((40, 3)), "b": torch.randn(40, 3)}
+    labels = rng.integers(0, 3, 40)
+    targets = {"a": np.eye(3) * 2, "b": np.eye(3)}
+    fig = plots.score_histograms(outputs, labels, targets, bins=5)
+    assert len(fig.axes) == 6
+    ax = fig.axes[0]
+    assert ax.get_title() == "output 0" and ax.get_ylabel() == "a"
+    assert [line.get_xdata()[0] for line in ax.lines] == [2.0, 0.0]  # own target, others' min
+    rows = {
+        n: [
+            {"weight": w, "median_rel_error": e, "n_agree": k}
+            for w, e, k in [(0.0, 1e-4, 1), (1e-3, 1e-3, 5), (1e-2, 1e-2, 9)]
+        ]
+        for n in ("fcnn1", "fcnn5")
+    }
+    fig = plots.frontier(rows)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["fcnn1", "fcnn5"]
+    xs = fig.axes[0].lines[0].get_xdata()
+    np.testing.assert_allclose(xs, [1e-4, 1e-3, 1e-2])  # weight 0 drawn at a tenth of 1e-3
