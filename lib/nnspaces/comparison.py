@@ -12,6 +12,7 @@ shows what each prior does (:func:`prior_effects`) and saves every image set
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from .inversion import (
 )
 from .inversion.targets import check_name
 from .training import predict
+
 #: The paper's "+training" from the class average: what every method is compared with.
 BASELINE = "avg-img+training"
 #: Solver steps in quick runs (smoke tests); full runs use each method's preset.
@@ -213,6 +215,7 @@ def comparison_table(
                     "method": method,
                     "median_rel_error": r.median_rel_error,
                     "n_success": r.n_success,
+                    "n_classes": len(r),
                     "mean_prob": float(np.nanmean(r.prob)),
                     "outside": float(np.nanmean(r.outside)),
                     "seconds": r.seconds,
@@ -228,8 +231,8 @@ def comparison_table(
     for r in rows:
         lines.append(
             f"{r['network']:9} {r['method']:21} {r['median_rel_error']:10.2e} "
-            f"{r['n_success']:>4}/10 {r['mean_prob']:5.2f} {r['outside']:7.1%} "
-            f"{r['seconds']:7.2f} {r['recognised_by_others']:>3}/10 "
+            f"{r['n_success']:>4}/{r['n_classes']:<2} {r['mean_prob']:5.2f} {r['outside']:7.1%} "
+            f"{r['seconds']:7.2f} {r['recognised_by_others']:>3}/{r['n_classes']:<2} "
             f"{r['vs_original_training']:12.2e}"
         )
     return Comparison(rows, cross, "\n".join(lines))
@@ -278,7 +281,7 @@ class NaturalPreimages:
             "prior": self.prior,
             "chosen_weight": self.chosen_weight,
             "n_recognised": self.n_recognised,
-            "median_rel_error": self.result.median_rel_error,
+            "median_rel_error": m if math.isfinite(m := self.result.median_rel_error) else None,
             "frontier": self.frontier,
             "result": self.result.to_dict(),
         }
@@ -381,14 +384,15 @@ def save_inversions(
     path: str | Path,
     *,
     natural: Mapping[str, NaturalPreimages] | None = None,
-    priors: Mapping[str, Mapping[str, InversionResult]] | None = None,
+    extra: Mapping[str, InversionResult] | None = None,
 ) -> Path:
     """Every image set shown, in one ``.npz`` file (written atomically): per network,
     ``{network}/{method}/images`` ``(C, *shape)`` and ``.../targets`` ``(C, K)`` for each
     method; ``{network}/natural/images|targets|classes|settings`` for the natural pre-images;
-    ``{network}/priors/{label}/images|targets|classes|settings`` for the prior effects.
-    ``settings`` is a JSON string (the search's targets, prior, chosen weight and recognition
-    count; a prior run's settings), so the file loads without pickle."""
+    ``{key}/images|targets|classes|settings`` for each other result in ``extra`` (e.g.
+    ``"resnet18/priors/tv 0.1"``). ``settings`` is a JSON string (the natural search's
+    targets, prior, chosen weight and recognition count; a result's own settings), so the
+    file loads without pickle."""
     arrays: dict[str, np.ndarray] = {}
 
     def put(key: str, r: InversionResult, settings: dict | None = None) -> None:
@@ -402,9 +406,8 @@ def save_inversions(
         for method, r in by_method.items():
             put(f"{net}/{method}", r)
     for net, found in (natural or {}).items():
-        put(f"{net}/natural", found.result, {k: v for k, v in found.to_dict().items()
-                                             if k not in ("frontier", "result")})
-    for net, by_label in (priors or {}).items():
-        for label, r in by_label.items():
-            put(f"{net}/priors/{label}", r, r.settings)
+        summary = {k: v for k, v in found.to_dict().items() if k not in ("frontier", "result")}
+        put(f"{net}/natural", found.result, summary)
+    for key, r in (extra or {}).items():
+        put(key, r, r.settings)
     return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .data import Dataset, make_loader
 from .files import atomic_write
-from .models import build_model, check_network
+from .models import build_model, check_network, frozen, model_as, n_outputs_of
 from .paper import TRAINING
 
 #: Checkpoints live here unless a ``cache_dir`` is given (``NNSPACES_CACHE`` overrides it).
@@ -118,11 +118,13 @@ def predict(
     device: str | torch.device = "cpu",
     batch_size: int = 1000,
 ) -> torch.Tensor:
-    """Raw outputs ``(N, 10)`` of ``model`` (eval mode) on images ``x``, computed in batches."""
+    """Raw outputs ``(N, K)`` of ``model`` in eval mode on images ``x``, computed in batches
+    on ``device``; the model itself is left as it was (mode, device, gradients)."""
     device = torch.device(device)
-    model.eval().to(device)
-    outs = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(outs) if outs else torch.zeros((0, 10))
+    work = model_as(model, next(model.parameters()).dtype, device)
+    with frozen(work):
+        outs = [work(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs) if outs else torch.zeros((0, n_outputs_of(model)))
 
 
 def evaluate(

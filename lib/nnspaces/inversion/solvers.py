@@ -62,12 +62,10 @@ def mse_matched(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((out - target) ** 2).mean(1)
 
 
-
 def relative_sq_error(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     if out.shape != t.shape:
         raise ValueError(f"output shape {tuple(out.shape)} != target shape {tuple(t.shape)}")
     return ((out - t) ** 2).sum(1) / (t**2).sum(1).clamp_min(1e-30)
-
 
 
 def _lr_at(preset: Preset, lr: float, step: int, steps: int) -> float:
@@ -206,7 +204,9 @@ def newton(
         with torch.enable_grad():
             _, J = jacobian(model, x)
         A = J @ J.transpose(1, 2)
-        A = A + 1e-10 * A.diagonal(dim1=1, dim2=2).mean(1)[:, None, None] * eye
+        scale = A.diagonal(dim1=1, dim2=2).mean(1)
+        # a class with a zero Jacobian (every ReLU dead) gets a zero step and stays put
+        A = A + (1e-10 * scale + (scale == 0).to(A.dtype))[:, None, None] * eye
         dx = (J.transpose(1, 2) @ torch.linalg.solve(A, r.unsqueeze(2))).squeeze(2)
         dx = dx.view_as(x)
         del J, A
@@ -238,4 +238,3 @@ def _report(step: int, rel: torch.Tensor, history: list, bar, callback: Callback
 def _median(v: torch.Tensor) -> float:
     """The usual median (mean of the two middle values), unlike ``torch.median``."""
     return float(np.median(v.detach().double().cpu().numpy()))
-

@@ -1,0 +1,293 @@
+"""Iterative solvers (nnspaces.inversion.solvers) against hand-written loops and closed forms
+on small float64 networks."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nnspaces import paper
+from nnspaces.inversion import invert
+from nnspaces.inversion.priors import PriorTerms
+from nnspaces.inversion.solvers import (
+    PRESETS,
+    Preset,
+    first_order,
+    jacobian,
+    mse_matched,
+    newton,
+    relative_sq_error,
+)
+
+
+def frozen_net(*layers, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(*layers).double().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def selu_net(widths, *, selu_last=False, seed=0):
+    """A random Linear/SELU stack in float64."""
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2 or selu_last:
+            layers.append(nn.SELU())
+    return nn.Sequential(*layers).double().eval()
+
+
+def reachable(model, n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, model[0].in_features), generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        return model(x), x
+
+
+def run_first_order(model, start, t, preset, *, loss, box=False, priors=None, **kw):
+    args = dict(
+        preset=preset,
+        steps=preset.steps,
+        lr=preset.lr,
+        loss=loss,
+        priors=priors or PriorTerms(model, {}, None),
+        box=box,
+        callback=None,
+        callback_every=1,
+        progress=False,
+        desc="test",
+        stop_tol=0.0,
+    )
+    return first_order(model, start, t, **(args | kw))
+
+
+def run_newton(model, start, t, *, steps=20, **kw):
+    args = dict(steps=steps, callback=None, callback_every=1, progress=False, stop_tol=1e-12)
+    return newton(model, start, t, **(args | kw))
+
+
+# ----------------------------------------------------------------------------- presets, losses
+
+
+def test_presets():
+    assert set(PRESETS) == {"original", "newton", "descent", "box", "natural"}
+    # the authors' "+training": plain SGD at a constant 1e-4 for 100 steps
+    orig = PRESETS["original"]
+    assert (orig.optimizer, orig.lr, orig.steps, orig.lr_final) == (
+        paper.PLUS_TRAINING["optimizer"],
+        paper.PLUS_TRAINING["lr"],
+        paper.PLUS_TRAINING["steps"],
+        None,
+    )
+    assert PRESETS["newton"].optimizer == "gauss-newton"
+    for name in ("descent", "box", "natural"):
+        p = PRESETS[name]
+        assert p.optimizer == "adam" and p.lr_final is not None and p.lr_final < p.lr
+
+
+def test_mse_matched_and_relative_error_hand_values():
+    out = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    t = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    # row 0: (0 + 4) / 2; row 1: (9 + 16) / 2
+    assert torch.equal(mse_matched(out, t), torch.tensor([2.0, 12.5]))
+    # row 0: 4 / 1; row 1: 25 / 25
+    assert torch.equal(relative_sq_error(out, t), torch.tensor([4.0, 1.0]))
+    # a zero target does not divide by zero
+    assert torch.isfinite(relative_sq_error(out, torch.zeros(2, 2))).all()
+    for f in (mse_matched, relative_sq_error):
+        with pytest.raises(ValueError, match=r"output shape \(2, 2\) != target shape \(1, 2\)"):
+            f(out, t[:1])  # no silent broadcasting
+
+
+def test_jacobian_matches_autograd():
+    model = frozen_net(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    x = torch.rand(2, 5, dtype=torch.float64)
+    out, J = jacobian(model, x)
+    assert J.shape == (2, 3, 5)
+    assert torch.allclose(out, model(x))
+    for i in range(2):
+        ref = torch.autograd.functional.jacobian(model, x[i : i + 1])[0, :, 0, :]
+        assert torch.allclose(J[i], ref, atol=1e-12)
+    # image shapes are flattened: (C, 1, 5) images give (C, 3, 5) Jacobians
+    flat = frozen_net(nn.Flatten(), *list(model))
+    assert torch.allclose(jacobian(flat, x.view(2, 1, 5))[1], J)
+
+
+# ----------------------------------------------------------------------------- first-order
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [Preset("sgd", 0.1, 4), Preset("sgd", 0.1, 3, 1e-3), Preset("sgd", 10.0, 6)],
+    ids=["constant", "decaying", "diverging"],
+)
+def test_training_is_plain_sgd_on_each_class_mse(preset):
+    # f(x) = W x + b: the gradient of mean_j (f_j - t_j)^2 is (2 / K) W^T (f - t)
+    model = frozen_net(nn.Linear(4, 3))
+    W, b = model[0].weight, model[0].bias
+    x0 = torch.rand(2, 4, dtype=torch.float64)
+    t = torch.randn(2, 3, dtype=torch.float64)
+    x, steps, _ = run_first_order(model, x0, t, preset, loss="mse")
+    expected = x0.clone()
+    for k in range(preset.steps):
+        # geometric decay from lr to lr_final over the steps
+        lr = preset.lr if preset.lr_final is None else preset.lr * (1e-2) ** (k / 2)
+        expected = expected - lr * (2 / 3) * (expected @ W.T + b - t) @ W
+    assert steps == preset.steps
+    assert torch.allclose(x, expected, rtol=1e-10, atol=1e-12)
+    if preset.lr == 10.0:  # the last iterate is kept even though it got worse
+        start_err = relative_sq_error(model(x0), t)
+        assert (relative_sq_error(model(x), t) > start_err).all()
+
+
+def test_descent_keeps_each_class_best_iterate():
+    # Adam with a far too large step jumps around; the solver returns, per class, the
+    # iterate with the lowest objective, not the last one
+    model = frozen_net(nn.Linear(5, 3))
+    x0 = torch.rand(2, 5, dtype=torch.float64)
+    t = torch.randn(2, 3, dtype=torch.float64)
+    preset = Preset("adam", 5.0, 20)
+    x, _, _ = run_first_order(model, x0, t, preset, loss="rel")
+    xs = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([xs], lr=5.0)
+    objs, its = [], []
+    for _ in range(20):
+        opt.zero_grad()
+        obj = relative_sq_error(model(xs), t)
+        objs.append(obj.detach())
+        its.append(xs.detach().clone())
+        obj.sum().backward()
+        opt.step()
+    objs.append(relative_sq_error(model(xs), t).detach())
+    its.append(xs.detach().clone())
+    best = torch.stack(objs).argmin(0)
+    assert (best < 20).all()  # the last iterate is not the best one here
+    expected = torch.stack([its[int(best[i])][i] for i in range(2)])
+    assert torch.allclose(x, expected, atol=1e-12)
+
+
+def test_box_projects_every_step():
+    model = frozen_net(nn.Linear(6, 2))
+    x0 = torch.rand(3, 6, dtype=torch.float64) * 4 - 2  # well outside [0, 1]
+    t = torch.randn(3, 2, dtype=torch.float64) * 10
+    preset = Preset("adam", 1.0, 30)
+    x, _, _ = run_first_order(model, x0, t, preset, loss="rel", box=True)
+    assert x.min() >= 0 and x.max() <= 1
+    free, _, _ = run_first_order(model, x0, t, preset, loss="rel", box=False)
+    assert free.min() < 0 or free.max() > 1  # the targets pull outside the box
+
+
+def small_relu_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 3)
+    ).eval()
+
+
+@pytest.mark.parametrize("scale", [1.0, 50.0])  # reachable, and far out of reach
+def test_box_never_leaves_the_unit_box(scale):
+    model = small_relu_cnn()
+    with torch.no_grad():
+        t = model(torch.rand(3, 1, 8, 8)) * scale
+    start = torch.rand(3, 1, 8, 8) * 3 - 1  # starts outside the box on purpose
+    r = invert(model, t, method="box", start=start, steps=200, progress=False)
+    assert r.image.min() >= 0 and r.image.max() <= 1
+    assert (r.outside == 0).all()
+    if scale == 1.0:
+        assert np.median(r.rel_error) < 0.05
+    else:
+        assert not r.success.any() and all("relative error" in s for s in r.reason)
+
+
+def test_priors_enter_the_objective():
+    # with a dominant l2-avg weight the images settle on the averages, row by row
+    model = frozen_net(nn.Linear(4, 2))
+    x0 = torch.zeros(2, 4, dtype=torch.float64)
+    t = torch.ones(2, 2, dtype=torch.float64)
+    avg = torch.tensor([[1.0, 2.0, 3.0, 4.0], [-1.0, 0.0, 1.0, 0.5]], dtype=torch.float64)
+    terms = PriorTerms(model, {"l2-avg": 1e4}, avg)
+    x, _, _ = run_first_order(
+        model, x0, t, Preset("adam", 0.5, 200, 1e-3), loss="rel", priors=terms
+    )
+    assert torch.allclose(x, avg, atol=0.01)
+
+
+def test_callback_gets_the_median_and_can_stop():
+    model = frozen_net(nn.Linear(4, 3))
+    x0 = torch.rand(4, 4, dtype=torch.float64)
+    t = torch.randn(4, 3, dtype=torch.float64)
+    rel = (
+        torch.linalg.vector_norm(model(x0) - t, dim=1) / torch.linalg.vector_norm(t, dim=1)
+    ).numpy()
+    middle = np.sort(rel)[1:3].mean()  # four classes: the mean of the two middle values
+    seen = []
+
+    def stop_at_ten(step, med):
+        seen.append((step, med))
+        return step < 10
+
+    _, steps, hist = run_first_order(
+        model, x0, t, Preset("sgd", 1e-3, 50), loss="mse", callback=stop_at_ten, callback_every=5
+    )
+    assert [s for s, _ in seen] == [0, 5, 10] and steps == 11
+    assert seen[0][1] == pytest.approx(middle, rel=1e-12)
+    assert hist == seen
+    _, steps, hist = run_newton(model, x0, t, callback=lambda s, m: False)
+    assert steps == 1 and hist[0][1] == pytest.approx(middle, rel=1e-12)
+
+
+def test_first_order_stops_once_every_class_is_reached():
+    model = frozen_net(nn.Linear(4, 2))
+    x0 = torch.rand(2, 4, dtype=torch.float64)
+    with torch.no_grad():
+        t = model(x0)  # reached at the start
+    _, steps, _ = run_first_order(model, x0, t, Preset("adam", 0.1, 100), loss="rel", stop_tol=1e-7)
+    assert steps == 1
+
+
+# ----------------------------------------------------------------------------- Newton
+
+
+def test_newton_finds_the_closest_preimage_of_a_linear_layer():
+    # minimum-norm steps never leave start + row space: the limit is the pre-image closest
+    # to the start, start + W^+ (t - b - W start)
+    model = frozen_net(nn.Linear(5, 3))
+    W, b = model[0].weight, model[0].bias
+    x0 = torch.rand(2, 5, dtype=torch.float64)
+    t = torch.randn(2, 3, dtype=torch.float64)
+    x, steps, _ = run_newton(model, x0, t)
+    expected = x0 + (t - b - x0 @ W.T) @ torch.linalg.pinv(W).T
+    assert torch.allclose(x, expected, atol=1e-12)
+    assert steps <= 3
+
+
+def test_newton_converges_on_smooth_nets():
+    model = selu_net((30, 16, 4))
+    t, _ = reachable(model, 4)
+    start = torch.full((4, 30), 0.5, dtype=torch.float64)
+    r = invert(model, t, method="newton", start=start, network="selu-fcnn", progress=False)
+    assert r.success.all() and r.rel_error.max() < 1e-10
+    assert r.steps < 20  # quadratic convergence, not a slow crawl
+    assert r.settings["dtype"] == "float64"
+
+    torch.manual_seed(0)
+    tanh = nn.Sequential(nn.Linear(30, 16), nn.Tanh(), nn.Linear(16, 4)).eval()
+    with torch.no_grad():
+        t = tanh(torch.rand(4, 30))
+    r = invert(tanh, t, method="newton", start=torch.full((4, 30), 0.5), progress=False)
+    assert r.rel_error.max() < 1e-5  # float32 for non-SELU nets
+    assert r.settings["dtype"] == "float32"
+
+
+def test_newton_leaves_a_class_with_zero_jacobian_where_it_is():
+    model = frozen_net(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+        model[0].bias.zero_()
+    start = torch.tensor([[-1.0, -1.0, 0.0], [1.0, 2.0, 0.0]], dtype=torch.float64)
+    t = model(torch.tensor([[1.0, 1.0, 0.0], [1.5, 2.5, 0.0]], dtype=torch.float64))
+    x, _, _ = run_newton(model, start, t)
+    assert torch.equal(x[0], start[0])  # both ReLUs dead: no step can help
+    assert torch.allclose(model(x[1:]), t[1:], atol=1e-10)
