@@ -70,7 +70,7 @@ def _smoke_notebook(target: Path, out_dir: Path) -> None:
     # NNSPACES_BROWSER_PROFILE=default runs the explorer on the trained networks (from the
     # checkpoint cache after `make figures`): how the README's screenshot was taken
     profile = os.environ.get("NNSPACES_BROWSER_PROFILE", "smoke")
-    params = {"profile": profile, **PROFILES[profile], "out_dir": str(out_dir)}
+    params = {**PROFILES[profile].parameters(), "out_dir": str(out_dir)}
     declared = nb.cells[
         [("parameters" in c.metadata.get("tags", [])) for c in nb.cells].index(True)
     ]

@@ -10,10 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from nnspaces import inversion, spaces
+from nnspaces import inversion, plots, residuals, spaces
 from nnspaces.data import class_means, load_dataset
-from nnspaces.models import build_model, weight_layers
+from nnspaces.models import build_model, network_spec, networks, weight_layers
 from nnspaces.widgets import Explorer, InversionPanel, default_steps, render_png
 
 PNG_MAGIC = b"\x89PNG"
@@ -36,8 +37,9 @@ def explorer(data, models):
 
 
 def test_opens_on_the_first_dense_layer(explorer):
+    assert list(explorer.network.options) == list(networks())  # the network registry
     assert explorer.network.value == "fcnn1"
-    assert explorer.layer.value == "1"
+    assert explorer.layer.value == network_spec("fcnn1").signal_layer == "1"
     assert bytes(explorer.signal.spectrum.value).startswith(PNG_MAGIC)
     assert explorer.signal.index.max == 9  # a 10 x 784 weight has 10 singular vectors
     assert "i = 0" in explorer.signal.info.value
@@ -60,6 +62,7 @@ def test_slider_shows_s_i_v_i_of_the_chosen_i(explorer, models):
 def test_conv_layer_shows_kernels(explorer, models):
     explorer.network.value = "resnet18"
     assert explorer.layer.value == "layer1.0.conv1"  # the paper's Figure 2 layer
+    assert explorer.layer.value == network_spec("resnet18").signal_layer
     sig = explorer.signal
     assert sig.index.max == 8  # (64*64) x 9 kernel matrix: 9 signal-space kernels
     sig.index.value = 8
@@ -87,13 +90,13 @@ def test_residual_is_image_minus_projection(explorer, models, data):
     np.testing.assert_allclose(res.image, mean4, rtol=1e-6)
     np.testing.assert_allclose(res.projection + res.residual, res.image, atol=1e-12)
     np.testing.assert_allclose(
-        res.projection, spaces.row_space_projection(W, res.image.reshape(-1)).reshape(28, 28)
+        res.projection, residuals.row_space_projection(W, res.image.reshape(-1)).reshape(28, 28)
     )
-    assert res.energy == pytest.approx(float(spaces.energy_kept(W, res.image.reshape(-1))))
+    assert res.energy == pytest.approx(float(residuals.energy_kept(W, res.image.reshape(-1))))
     assert f"{100 * res.energy:.1f}%" in res.info.value
     # the residual is invisible to the layer: W r = 0
     assert np.abs(W.detach().double().numpy() @ res.residual.reshape(-1)).max() < 1e-10
-    expected = spaces.energy_kept_per_layer(models["fcnn1"], torch.as_tensor(mean4)[None, None])
+    expected = residuals.energy_kept_per_layer(models["fcnn1"], torch.as_tensor(mean4)[None, None])
     assert res.per_layer == pytest.approx(expected)
 
 
@@ -129,6 +132,21 @@ def test_bad_layer_is_a_clear_error(explorer):
     with pytest.raises(ValueError, match="no layer 'nope'"):
         explorer.select("fcnn1", "nope")
     assert "nope" in explorer.error.value
+
+
+def test_unknown_network_is_a_clear_error(data, models):
+    with pytest.raises(ValueError, match="unknown network 'nope'; allowed: fcnn1"):
+        Explorer(models.__getitem__, data, network="nope")
+    ex = Explorer(models.__getitem__, data)
+    assert ex.network.value == networks()[0]
+    with pytest.raises(ValueError, match="unknown network 'nope'"):
+        ex.select("nope")
+    assert "unknown network" in ex.error.value and ex.shown == networks()[0]
+
+
+def test_a_loader_that_returns_no_network_is_a_clear_error(data, models):
+    with pytest.raises(TypeError, match="must return an nn.Module"):
+        Explorer(lambda name: "not a network", data)
 
 
 def test_failed_load_goes_back_to_the_network_on_display(data, models):
@@ -170,6 +188,23 @@ def test_render_png_closes_its_figure():
     assert not plt.get_fignums()
 
 
+def test_render_png_draws_in_the_library_style_and_leaves_none_behind():
+    seen = {}
+
+    def draw():
+        seen.update({k: plt.rcParams[k] for k in plots.STYLE})
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        return fig
+
+    before = {k: plt.rcParams[k] for k in plots.STYLE}
+    render_png(draw)
+    assert seen == {
+        k: pytest.approx(v) if isinstance(v, float) else v for k, v in plots.STYLE.items()
+    }
+    assert {k: plt.rcParams[k] for k in plots.STYLE} == before
+
+
 # ----------------------------------------------------------------------------- inversion panel
 
 
@@ -198,6 +233,9 @@ def test_controls_follow_the_method_and_target(explorer):
     inv.method.value = "min-img+training"
     assert inv.start.disabled  # the method names its start image
     assert inv.steps.value == default_steps("min-img+training", quick=True) == 50
+    assert inv.steps.value == min(
+        50, inversion.PRESETS[inversion.get_method("training").preset].steps
+    )
     inv.method.value = "avg-min-img"
     assert inv.steps.disabled
     assert inv.percentiles.disabled
@@ -211,14 +249,67 @@ def test_controls_follow_the_method_and_target(explorer):
     torch.testing.assert_close(result.target, expected)
 
 
+def test_default_steps_come_from_the_method_registry():
+    for name in inversion.COMPARED:
+        method = inversion.get_method(name)
+        if method.iterative:
+            steps = inversion.PRESETS[method.preset].steps
+            assert default_steps(name) == steps
+            assert default_steps(name, quick=True) == min(steps, 50)
+        else:
+            assert default_steps(name) == default_steps(name, quick=True) == 0
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        default_steps("nope")
+
+
+def test_method_picker_offers_what_applies_to_the_model(data, models):
+    inv = InversionPanel(data, quick=True)
+    for name, model in models.items():
+        inv.set_network(model, name)
+        assert list(inv.method.options) == inversion.applicable(model)
+        for method in inv.method.options:
+            inv.method.value = method
+            m = inversion.get_method(method)
+            assert inv.start.disabled == m.fixed_start
+            assert inv.steps.disabled == (not m.iterative)
+
+
 def test_exact_inversion_only_for_selu_networks(explorer):
     inv = explorer.inversion
     assert "exact" in inv.method.options
     inv.method.value = "exact"
+    assert not inv.start.disabled and inv.steps.disabled  # exact: from a start, no steps
     result = inv.run()
     assert result.rel_error[0] < 1e-6 and "reached" in inv.numbers.value
     explorer.network.value = "resnet18"
     assert "exact" not in inv.method.options and inv.method.value == "descent"
+
+
+def test_methods_and_first_layer_are_asked_of_the_model_not_its_name(data):
+    """An unregistered SELU stack is offered exact inversion; a small convolutional network
+    served under the name "fcnn1" is not, and opens on its own first layer (fcnn1's "1" is
+    not a weight layer of it)."""
+    torch.manual_seed(0)
+    tiny = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.SELU(), nn.Linear(32, 10))
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    served = {"tiny-selu": tiny, "fcnn1": conv}
+    ex = Explorer(served.__getitem__, data, names=["tiny-selu", "fcnn1"], quick=True)
+    assert ex.network.value == "tiny-selu" and list(ex.network.options) == ["tiny-selu", "fcnn1"]
+    assert ex.layer.value == "1"  # its first weight layer
+    assert ex.signal.vector.shape == (28, 28) and ex.residual.decomposed == "1"
+    inv = ex.inversion
+    assert "exact" in inv.method.options
+    inv.method.value = "exact"
+    result = inv.run()
+    assert result.network == "tiny-selu"
+    assert result.rel_error[0] < 1e-6 and "reached" in inv.numbers.value
+
+    ex.network.value = "fcnn1"
+    assert ex.layer.value == "0" != network_spec("fcnn1").signal_layer
+    assert ex.signal.vector.shape == (3, 3)
+    assert "exact" not in inv.method.options and inv.method.value == "descent"
+    assert list(inv.method.options) == inversion.applicable(conv)
+    assert ex.residual.decomposed is None  # it starts with a convolution
 
 
 def test_run_button_runs_in_a_thread(explorer):
