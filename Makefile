@@ -1,6 +1,6 @@
 # make figures   set up if needed, then run every notebook on the embedded MNIST digits
 # make test      set up if needed, then the unit tests and a smoke run of every notebook
-# make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib) and its Jupyter kernel
+# make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib with its dev extra) and its kernel
 # make paper     the paper's setting: full MNIST, 20 epochs (needs `make mnist` first)
 # make mnist     download full MNIST into data/ (needs the internet)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name nnspaces --display-name "Python (nnspaces)"
 	touch $(STAMP)
 

@@ -23,9 +23,10 @@ import time
 
 import torch
 
-from nnspaces.config import PROFILES, setup_run
-from nnspaces.inversion import METHODS, invert, is_selu_stack, make_targets, score_stats
-from nnspaces.models import NETWORKS
+from nnspaces.comparison import BASELINE
+from nnspaces.config import PROFILES, RunConfig
+from nnspaces.inversion import COMPARED, applicable, invert, make_targets, score_stats
+from nnspaces.models import networks
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MiB = 2**20
@@ -101,10 +102,10 @@ def bench_one(model, targets, method, *, data, stats, network, device, steps):
             stats=stats,
             network=network,
             device=device,
-            steps=steps,
             callback=callback,
-            callback_every=10,
             progress=False,
+            steps=steps,
+            callback_every=10,
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -116,22 +117,15 @@ def bench_one(model, targets, method, *, data, stats, network, device, steps):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="default", choices=list(PROFILES))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--device", default=None, help="default: the profile's")
+    ap.add_argument("--networks", nargs="+", default=list(networks()), choices=list(networks()))
+    ap.add_argument("--methods", nargs="+", default=list(COMPARED), choices=list(COMPARED))
     ap.add_argument("--steps", type=int, default=None, help="override every iterative preset")
     args = ap.parse_args(argv)
 
-    prof = PROFILES[args.profile]
-    ctx = setup_run(
-        profile=args.profile,
-        dataset=prof["dataset"],
-        n_train=prof["n_train"],
-        n_test=prof["n_test"],
-        epochs=prof["epochs"],
-        device=args.device,
-        out_dir=os.environ.get("BENCH_OUT", "/tmp/nnspaces-bench"),
-    )
+    ctx = RunConfig.from_profile(
+        args.profile, device=args.device, out_dir=os.environ.get("BENCH_OUT", "/tmp/nnspaces-bench")
+    ).context()
     device = ctx.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
@@ -150,18 +144,11 @@ def main(argv: list[str] | None = None) -> None:
         targets = make_targets(stats, "min-max")
         # warm-up: first calls allocate torch's caches, which is not the method's memory
         invert(
-            model,
-            targets,
-            method="descent",
-            data=ctx.data,
-            network=network,
-            steps=2,
-            device=device,
-            progress=False,
+            model, targets, method="descent", data=ctx.data, device=device, progress=False, steps=2
         )
-        methods = [m for m in args.methods if m != "exact" or is_selu_stack(model)]
+        methods = applicable(model, tuple(args.methods))
         # the original preset first: every other row is compared with it
-        order = ["avg-img+training"] + [m for m in methods if m != "avg-img+training"]
+        order = [BASELINE] + [m for m in methods if m != BASELINE]
         original = None
         for method in order:
             r, sec, peak, added, growth = bench_one(

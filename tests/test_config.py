@@ -2,14 +2,12 @@
 the named profiles, explicit values over the profile's, and the run context's files."""
 
 import ast
-import contextlib
 import dataclasses
 import json
-import os
-import stat
 
 import pytest
 import torch
+from helpers import mode, umask
 
 from nnspaces import training
 from nnspaces.config import (
@@ -28,19 +26,6 @@ from nnspaces.training import TrainConfig
 
 FIELDS = ["profile", "dataset", "n_train", "n_test", "epochs", "seed", "device", "out_dir", "quick"]
 ALL_NETS = ("fcnn1", "fcnn5", "resnet18")
-
-
-@contextlib.contextmanager
-def umask(mask):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode(path):
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 @pytest.fixture
@@ -191,8 +176,6 @@ def test_all_means_every_image(custom_profile):
     assert cfg.n_train is None and cfg.n_test == 100
     assert RunConfig.from_profile("custom", n_test="all").n_test is None
     assert RunConfig("x", n_train="all").n_train is None
-
-
 
 
 def _parameter_cases():

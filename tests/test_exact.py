@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import selu_net
 from torch import nn
 
 from nnspaces.exact import (
@@ -20,17 +21,6 @@ from nnspaces.exact import (
 )
 from nnspaces.inversion import invert
 from nnspaces.spaces import LayerSpaces, closest_in_bounds, layer_spaces
-
-
-def selu_net(widths, *, selu_last=False, seed=0, dtype=torch.float64):
-    """A random Linear/SELU stack (what ``exact`` inverts)."""
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2 or selu_last:
-            layers.append(nn.SELU())
-    return nn.Sequential(*layers).to(dtype).eval()
 
 
 def reachable(model, n, seed=1, scale=1.0):

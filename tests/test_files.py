@@ -1,30 +1,16 @@
 """Every file the library writes goes through atomic_write: whole or not at all, beside its
 destination, with the permissions ``open()`` would give it."""
 
-import contextlib
 import json
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import mode, umask
 
 from nnspaces.files import atomic_write, write_json
-
-
-@contextlib.contextmanager
-def umask(mask):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode(path):
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 def test_text_bytes_and_folders(tmp_path):

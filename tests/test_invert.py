@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import selu_net
 from torch import nn
 
 from nnspaces.data import Dataset
@@ -70,16 +71,6 @@ def hand_start(kind, model, x, y, classes, fraction=0.25):
         k = 1 if kind == "min-img" else int(np.ceil(fraction * len(idx)))
         rows.append(x[order[:k]].mean(0))
     return torch.stack(rows)
-
-
-def selu_net(widths, *, selu_last=False, seed=0):
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2 or selu_last:
-            layers.append(nn.SELU())
-    return nn.Sequential(*layers).double().eval()
 
 
 # ----------------------------------------------------------------------------- bad input

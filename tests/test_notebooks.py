@@ -3,11 +3,17 @@ metrics; a bad parameter stops a notebook at its validation cell with a clear me
 
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import papermill as pm
 import pytest
+import torch
 
+from nnspaces.config import RunConfig
+from nnspaces.data import DEFAULT_ROOT
+from nnspaces.models import build_model
 from nnspaces.run import NOTEBOOK_DIR, available_notebooks, format_table, run_notebooks
 
 pytestmark = pytest.mark.notebook
@@ -16,7 +22,11 @@ pytestmark = pytest.mark.notebook
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    rows = run_notebooks("smoke", out_dir=out, progress=False)
+    old = os.umask(0o022)  # a shared machine's usual umask; the kernels inherit it
+    try:
+        rows = run_notebooks(RunConfig.from_profile("smoke", out_dir=str(out)), progress=False)
+    finally:
+        os.umask(old)
     return out, rows
 
 
@@ -27,7 +37,19 @@ def test_every_notebook_runs(smoke_run):
     assert not failed
     summary = json.loads((out / "run.json").read_text())
     assert summary["profile"] == "smoke" and len(summary["notebooks"]) == len(rows)
-    assert "fig1_fcnn_signal_space" in format_table(rows, {})
+    # every notebook got the profile's values, exactly
+    assert summary["parameters"] == RunConfig.from_profile("smoke", out_dir=str(out)).parameters()
+    assert summary["parameters"]["n_train"] == 500 and summary["parameters"]["quick"] is True
+    assert "fig1_fcnn_signal_space" in format_table(rows)
+
+
+def test_results_are_readable_by_group_and_others(smoke_run):
+    """Under a 022 umask every file a run writes is 0644 (a teacher can serve results/)."""
+    out, _ = smoke_run
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert {k: oct(v) for k, v in modes.items() if v != 0o644} == {}
 
 
 def _metrics(out, name):
@@ -93,12 +115,58 @@ def test_fig3_outputs(smoke_run):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
 
 
+def _saved_model(out, name):
+    model = build_model(name, seed=None)
+    state = torch.load(out / "models" / f"{name}.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.double().eval()
+
+
+def test_natural_images_reloaded_reach_their_targets_and_are_recognised(smoke_run):
+    """The saved natural pre-images, checked by code of this test alone: their outputs are
+    as far from the saved targets as the metrics say, and the other networks recognise as
+    many digits as the metrics claim."""
+    out, _ = smoke_run
+    m = _metrics(out, "fig3")
+    nets = list(m["networks"])
+    models = {n: _saved_model(out, n) for n in nets}
+    with np.load(out / "inversions.npz", allow_pickle=False) as npz:
+        for net in nets:
+            natural = m["networks"][net]["natural"]
+            x = torch.from_numpy(npz[f"{net}/natural/images"]).double()
+            t = torch.from_numpy(npz[f"{net}/natural/targets"]).double()
+            classes = npz[f"{net}/natural/classes"].tolist()
+            settings = json.loads(str(npz[f"{net}/natural/settings"]))
+            assert settings["chosen_weight"] == natural["chosen_weight"]
+            assert x.min() >= 0 and x.max() <= 1  # natural pre-images stay in the box
+            with torch.no_grad():
+                rel = (models[net](x) - t).norm(dim=1) / t.norm(dim=1)
+                seen = [
+                    models[o](x).argmax(1).numpy() == np.array(classes) for o in nets if o != net
+                ]
+            assert np.allclose(rel.numpy(), natural["result"]["rel_error"], rtol=1e-5)
+            assert int(np.logical_and.reduce(seen).sum()) == natural["n_recognised"]
+            # the prior-effect images of the figure are saved too, with their settings
+        labels = {k.split("/")[2] for k in npz.files if k.startswith("resnet18/priors/")}
+        assert labels == {"none", "tv 0.1", "l2-avg 1", "bn 0.001"}
+        assert json.loads(str(npz["resnet18/priors/tv 0.1/settings"]))["priors"] == {"tv": 0.1}
+        for net in ("fcnn1", "fcnn5"):  # the null-space samples: one output, different images
+            x = torch.from_numpy(npz[f"{net}/null-space samples/images"]).double()
+            t = torch.from_numpy(npz[f"{net}/null-space samples/targets"]).double()
+            assert x.shape == (6, 1, 28, 28) and torch.isfinite(x).all()
+            with torch.no_grad():
+                assert torch.allclose(models[net](x), t, rtol=1e-6, atol=1e-6)
+            assert (x - x[0]).abs().amax() > 1e-2  # and they do differ
+
+
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
         ({"dataset": "cifar10"}, "unknown dataset 'cifar10'"),
         ({"epochs": {"fcnn1": 0}}, "epochs['fcnn1']=0 must be an integer >= 1"),
         ({"device": "tpu"}, "device 'tpu'"),
+        ({"profile": ".."}, "profile='..' must be a plain folder name"),
+        ({"profile": "mine"}, "unknown profile 'mine'; allowed: smoke, default, paper"),
     ],
 )
 def test_bad_parameter_fails_at_validation(tmp_path, parameters, message):
@@ -113,3 +181,20 @@ def test_bad_parameter_fails_at_validation(tmp_path, parameters, message):
     assert e.value.ename == "ValueError" and message in e.value.evalue
     # it stopped at the validation cell: nothing was trained or written
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "models").exists()
+
+
+@pytest.mark.skipif(
+    (DEFAULT_ROOT / "MNIST" / "raw").is_dir(), reason="full MNIST is here: it would train on it"
+)
+def test_profile_paper_means_the_papers_data(tmp_path):
+    """``-p profile paper`` selects the paper's setting, full MNIST (absent here), not the
+    embedded digits with another folder name."""
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(
+            NOTEBOOK_DIR / "fig1_fcnn_signal_space.ipynb",
+            tmp_path / "out.ipynb",
+            parameters={"profile": "paper", "out_dir": str(tmp_path)},
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=False,
+        )
+    assert e.value.ename == "DataError" and "mnist: missing IDX files" in e.value.evalue

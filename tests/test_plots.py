@@ -1,10 +1,8 @@
 """Figures: one style, applied inside every plotting function and never to the process; grey
 scales as documented; files written whole, readable by others."""
 
-import contextlib
 import json
 import os
-import stat
 import subprocess
 import sys
 
@@ -16,22 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import mode, umask  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from nnspaces import plots  # noqa: E402
-
-
-@contextlib.contextmanager
-def umask(mask):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode(path):
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 @pytest.fixture(autouse=True)

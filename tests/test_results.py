@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import selu_net
 from torch import nn
 
 from nnspaces.inversion import invert
@@ -27,16 +28,6 @@ def images(*rows):
 
 
 EYE = torch.eye(3, dtype=torch.float64)
-
-
-def selu_net(widths, *, selu_last=False, seed=0):
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2 or selu_last:
-            layers.append(nn.SELU())
-    return nn.Sequential(*layers).double().eval()
 
 
 # ----------------------------------------------------------------------------- evaluate_images

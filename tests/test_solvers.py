@@ -4,6 +4,7 @@ on small float64 networks."""
 import numpy as np
 import pytest
 import torch
+from helpers import selu_net
 from torch import nn
 
 from nnspaces import paper
@@ -26,17 +27,6 @@ def frozen_net(*layers, seed=0):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def selu_net(widths, *, selu_last=False, seed=0):
-    """A random Linear/SELU stack in float64."""
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2 or selu_last:
-            layers.append(nn.SELU())
-    return nn.Sequential(*layers).double().eval()
 
 
 def reachable(model, n, seed=1):

@@ -1,13 +1,11 @@
 """Training beats chance with the paper's recipe; the checkpoint cache hits, is keyed by
 everything that determines a network, retrains on corrupt files, and writes atomically."""
 
-import contextlib
 import dataclasses
-import os
-import stat
 
 import pytest
 import torch
+from helpers import mode, umask
 
 from nnspaces import paper, training
 from nnspaces.data import load_dataset
@@ -19,19 +17,6 @@ from nnspaces.training import (
     predict,
     save_checkpoint,
 )
-
-
-@contextlib.contextmanager
-def umask(mask):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode(path):
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 @pytest.fixture(scope="module")

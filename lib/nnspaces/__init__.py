@@ -48,7 +48,7 @@ __all__ = [
 
 
 def run_notebooks(config: RunConfig, **kwargs: Any) -> list[dict]:
-    """Execute the notebooks for ``config`` with papermill (see :func:`nnspaces.run.run_notebooks`)."""
+    """Execute the notebooks for ``config`` with papermill (:func:`nnspaces.run.run_notebooks`)."""
     from .run import run_notebooks as run
 
     return run(config, **kwargs)

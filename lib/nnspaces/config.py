@@ -151,7 +151,6 @@ class RunConfig:
         d = dataclasses.asdict(self)
         d["n_train"] = ALL if self.n_train is None else self.n_train
         d["n_test"] = ALL if self.n_test is None else self.n_test
-        d["out_dir"] = str(self.output_dir)
         return d
 
     def context(self) -> RunContext:

@@ -3,10 +3,11 @@
 A Linear / SELU stack (``fcnn1``, ``fcnn5``) can be walked backward: SELU is strictly
 increasing from R onto ``(-lambda*alpha, inf)``, so it has an exact inverse there, and each
 linear layer ``z = W h + b`` has the pre-image set ``W^+ (z - b) + N w`` (``N`` a basis of
-its null space). :class:`SeluInverter` holds every layer's SVD-derived pieces; its
-:meth:`~SeluInverter.invert` walks backward choosing each null-space part closest to a
-reference image (:meth:`nnspaces.spaces.LayerSpaces.preimage`), :meth:`~SeluInverter.hidden_newton` finds the first layer's pre-activation by Newton
-steps instead, and :func:`exact_images` combines the two into the images
+its null space). :class:`SeluInverter` holds one :class:`~nnspaces.spaces.LayerSpaces` per
+layer; its :meth:`~SeluInverter.invert` walks backward choosing each null-space part closest
+to a reference image (:meth:`~nnspaces.spaces.LayerSpaces.preimage`),
+:meth:`~SeluInverter.hidden_newton` finds the first layer's pre-activation by Newton steps
+instead, and :func:`exact_images` combines the two into the images
 :func:`nnspaces.inversion.invert` returns for ``method="exact"``; :func:`null_space_samples`
 draws many different inputs with one and the same output.
 """
@@ -341,7 +342,8 @@ def null_space_samples(
 ) -> tuple[torch.Tensor, np.ndarray, list[str]]:
     """``k`` different inputs of a SELU stack that all give the output ``target`` ``(K,)``.
 
-    The exact inverse (closest to ``reference``, one image ``(*shape)`` or ``(1, *shape)``)
+    The exact inverse (closest to ``reference``: one image ``(1, *shape)``, its batch
+    dimension kept, or a flat ``(n,)``)
     fixes the first layer's pre-activation ``z1``; its pre-image set is ``W1^+ (z1 - b1) + N
     w``. Each sample is the point of that set closest to ``reference`` plus a random
     null-space vector (std ``scale`` times the reference's RMS per null-space coordinate;

@@ -1,24 +1,25 @@
-"""Execute every notebook with papermill for a named profile, and print a summary table.
+"""Execute every notebook with papermill for one run configuration, and print a summary table.
 
     python -m nnspaces run --profile default            # what `make figures` does
-    python -m nnspaces run --profile smoke --only fig1_fcnn_signal_space
+    python -m nnspaces run --profile smoke --only fig1_fcnn_signal_space --seed 3
 
-Executed notebooks go to ``results/<profile>/notebooks/``; the notebooks themselves write
-figures, metrics and models under ``results/<profile>/``. A summary of the run is saved as
-``results/<profile>/run.json``.
+Each notebook gets exactly the parameters of one :class:`~nnspaces.config.RunConfig` (the
+profile's values, with those given on the command line in their place). Executed notebooks go
+to ``<out_dir>/notebooks/``; the notebooks themselves write figures, metrics and models under
+``<out_dir>`` (``results/<profile>`` by default). A summary of the run is saved as
+``<out_dir>/run.json``, and the report as ``<out_dir>/index.html``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .config import PROFILES, REPO_ROOT, RESULTS
-from .report import write_report
+from .config import PROFILES, REPO_ROOT, RunConfig
+from .files import write_json
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Notebooks in the order they run (later ones reuse the networks earlier ones trained).
@@ -29,13 +30,6 @@ NOTEBOOKS = (
     "explore",
 )
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`
-
-# the numbers the summary table shows for each notebook's metrics file
-_KEY_NUMBERS = {
-    "fig1": ("test_accuracy", "condition_number"),
-    "fig2": ("test_accuracy", "condition_number"),
-    "fig3": ("summary",),
-}
 
 
 def available_notebooks() -> list[str]:
@@ -51,38 +45,26 @@ def _kernel_name() -> str:
 
 
 def run_notebooks(
-    profile: str,
-    *,
-    only: list[str] | None = None,
-    device: str = "cpu",
-    out_dir: Path | None = None,
-    extra: dict[str, Any] | None = None,
-    progress: bool = True,
+    config: RunConfig, *, only: list[str] | None = None, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Run the notebooks (all, or ``only`` those) with ``profile``'s parameters.
+    """Run the notebooks (all, or ``only`` those) with ``config``'s parameters.
 
     Returns one row per notebook: name, status ("ok" or the error), seconds, output path.
     A failing notebook does not stop the others.
     """
     import papermill as pm
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"run_notebooks needs a RunConfig, got {type(config).__name__}")
     names = available_notebooks()
     if only:
         unknown = [n for n in only if n not in names]
         if unknown:
             raise ValueError(f"unknown notebook(s) {unknown}; allowed: {', '.join(names)}")
         names = [n for n in names if n in only]
-    out_dir = Path(out_dir) if out_dir else RESULTS / profile
+    out_dir = config.output_dir
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    params = {
-        "profile": profile,
-        **PROFILES[profile],
-        "device": device,
-        "out_dir": str(out_dir),
-        **(extra or {}),
-    }
+    params = config.parameters()
     kernel = _kernel_name()
     rows = []
     for name in names:
@@ -110,37 +92,35 @@ def run_notebooks(
                 "output": str(output),
             }
         )
-    summary = {"profile": profile, "parameters": params, "notebooks": rows}
-    (out_dir / "run.json").write_text(json.dumps(summary, indent=2))
+    write_json(
+        out_dir / "run.json", {"profile": config.profile, "parameters": params, "notebooks": rows}
+    )
     return rows
 
 
-def key_numbers(out_dir: Path) -> dict[str, str]:
-    """A short string of each figure's headline numbers, read from its metrics JSON."""
-    numbers = {}
-    for fig, keys in _KEY_NUMBERS.items():
-        path = out_dir / "metrics" / f"{fig}.json"
-        if not path.is_file():
+def key_numbers_text(out_dir: Path) -> str:
+    """The run's accuracies and condition numbers beside the paper's, one line each."""
+    import json
+
+    from .metrics import key_numbers
+
+    metrics = {}
+    for path in sorted((out_dir / "metrics").glob("*.json")):
+        try:
+            metrics[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
             continue
-        metrics = json.loads(path.read_text())
-        parts = []
-        for k in keys:
-            v = metrics.get(k)
-            if isinstance(v, float):
-                parts.append(f"{k}={v:.4g}")
-            elif isinstance(v, str):
-                parts.append(v)
-        numbers[fig] = ", ".join(parts)
-    return numbers
+    return "\n".join(
+        f"{k.label:45} {k.text:>8}   paper {k.reference.value:g}" for k in key_numbers(metrics)
+    )
 
 
-def format_table(rows: list[dict[str, Any]], numbers: dict[str, str]) -> str:
-    """The summary as a plain-text table."""
-    lines = [f"{'notebook':32} {'status':8} {'seconds':>8}  key numbers"]
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The notebooks' status and times as a plain-text table."""
+    lines = [f"{'notebook':32} {'status':8} {'seconds':>8}"]
     for r in rows:
-        fig = r["notebook"].split("_")[0]
         status = "ok" if r["status"] == "ok" else "FAILED"
-        lines.append(f"{r['notebook']:32} {status:8} {r['seconds']:8.1f}  {numbers.get(fig, '')}")
+        lines.append(f"{r['notebook']:32} {status:8} {r['seconds']:8.1f}")
         if status != "ok":
             lines.append(f"    {r['status']}")
     return "\n".join(lines)
@@ -150,19 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nnspaces", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebooks with papermill")
-    run.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    run.add_argument("--profile", default="default", choices=list(PROFILES))
     run.add_argument("--only", action="append", metavar="NAME", help="run only this notebook")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run.add_argument("--out-dir", type=Path, default=None, help="default: results/<profile>")
+    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the profile's)")
+    run.add_argument("--seed", type=int, default=None, help="default: the profile's")
+    run.add_argument("--out-dir", default=None, help="default: results/<profile>")
     args = parser.parse_args(argv)
 
-    out_dir = args.out_dir or RESULTS / args.profile
+    from .report import write_report
+
     try:
-        rows = run_notebooks(args.profile, only=args.only, device=args.device, out_dir=out_dir)
+        config = RunConfig.from_profile(
+            args.profile, device=args.device, seed=args.seed, out_dir=args.out_dir
+        )
+        rows = run_notebooks(config, only=args.only)
     except ValueError as e:
         parser.error(str(e))
-    print(format_table(rows, key_numbers(out_dir)))
-    print(f"report: {write_report(out_dir)}")
+    print(format_table(rows))
+    print(key_numbers_text(config.output_dir))
+    print(f"report: {write_report(config.output_dir)}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

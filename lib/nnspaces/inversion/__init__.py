@@ -234,7 +234,15 @@ def invert(
         settings |= {"margin": opts.margin, "dtype": "float64", "hidden": path}
         seconds = time.perf_counter() - t0
         return evaluate_images(
-            model, img, t, classes, method=method, ok=ok, reasons=reasons, seconds=seconds, **measure
+            model,
+            img,
+            t,
+            classes,
+            method=method,
+            ok=ok,
+            reasons=reasons,
+            seconds=seconds,
+            **measure,
         )
 
     averages = class_averages(*xy, classes) if "l2-avg" in priors else None
@@ -288,4 +296,3 @@ def invert(
         seconds=time.perf_counter() - t0,
         **measure,
     )
-

@@ -85,7 +85,9 @@ METHODS: dict[str, Method] = {
             "exact pre-image from the layers' vector spaces, closest to the start image",
             requires=selu_stack_layers,
         ),
-        Method("newton", "newton", "Gauss-Newton root finding on the input Jacobian", preset="newton"),
+        Method(
+            "newton", "newton", "Gauss-Newton root finding on the input Jacobian", preset="newton"
+        ),
         Method(
             "descent",
             "descent",

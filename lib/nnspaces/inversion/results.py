@@ -212,7 +212,6 @@ def evaluate_images(
     )
 
 
-
 def take_rows(
     results: Sequence[InversionResult],
     pick: Sequence[int],
@@ -288,4 +287,3 @@ def combine_best(results: Sequence[InversionResult], *, box: bool = False) -> In
         ok[i] = bool(results[j].success[i])
         reason[i] = results[j].reason[i]
     return take_rows(results, pick, method="best-box" if box else "best", success=ok, reason=reason)
-

@@ -71,7 +71,6 @@ def check_targets(
     return t
 
 
-
 def check_percentiles(percentiles: Sequence[float]) -> tuple[float, float]:
     lo, hi = (float(p) for p in percentiles)
     if not 0 <= lo < hi <= 100:
@@ -83,7 +82,6 @@ def check_fraction(fraction: float) -> float:
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction!r} must be in (0, 1]")
     return float(fraction)
-
 
 
 @dataclass(frozen=True, repr=False)
@@ -215,4 +213,3 @@ def start_images(
             k = max(1, math.ceil(fraction * len(idx)))
             rows.append(x[idx[order[:k]]].double().mean(0).to(x.dtype))
     return torch.stack(rows)
-

@@ -1,0 +1,97 @@
+"""The runner: one RunConfig's parameters to every notebook, failures recorded, clear CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from nnspaces import run
+from nnspaces.config import RunConfig
+from nnspaces.files import write_json
+
+
+def _notebook(path, parameters: str, body: str) -> None:
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def tiny_notebooks(tmp_path, monkeypatch):
+    """Two notebooks the runner knows by name: one records what it got, one fails."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    record = tmp_path / "got.json"
+    _notebook(
+        folder / "fig1_fcnn_signal_space.ipynb",
+        'profile = "default"\nseed = None\nn_train = None',
+        f"import json\njson.dump({{'profile': profile, 'seed': seed, 'n_train': n_train}}, "
+        f"open({str(record)!r}, 'w'))",
+    )
+    _notebook(folder / "fig2_resnet_conv_signal_space.ipynb", "seed = None", "1 / 0")
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", folder)
+    return record
+
+
+@pytest.mark.notebook
+def test_each_notebook_gets_the_configs_values_and_failures_are_recorded(tiny_notebooks, tmp_path):
+    config = RunConfig.from_profile("smoke", seed=7, out_dir=str(tmp_path / "out"))
+    rows = run.run_notebooks(config, progress=False)
+    assert [r["notebook"] for r in rows] == [
+        "fig1_fcnn_signal_space",
+        "fig2_resnet_conv_signal_space",
+    ]
+    # only the parameters a notebook declares, with the config's values ("all" never None)
+    assert json.loads(tiny_notebooks.read_text()) == {"profile": "smoke", "seed": 7, "n_train": 500}
+    assert rows[0]["status"] == "ok"
+    assert (
+        rows[1]["status"].startswith("failed: PapermillExecutionError")
+        and "ZeroDivision" in (rows[1]["status"])
+    )
+    saved = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert saved["parameters"] == config.parameters() and saved["notebooks"] == rows
+    assert "FAILED" in run.format_table(rows) and "ZeroDivision" in run.format_table(rows)
+
+
+def test_only_unknown_notebook_is_a_clear_error(tiny_notebooks, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown notebook\(s\) \['fig9'\]; allowed: fig1"):
+        run.run_notebooks(RunConfig.from_profile("smoke", out_dir=str(tmp_path)), only=["fig9"])
+    with pytest.raises(TypeError, match="needs a RunConfig"):
+        run.run_notebooks("smoke")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--profile", "nope"], "invalid choice: 'nope'"),
+        (["run", "--profile", ".."], "invalid choice: '..'"),
+        (["run", "--profile", "smoke", "--seed", "-1"], "seed=-1 must be a non-negative integer"),
+        (["run", "--profile", "smoke", "--device", "tpu"], "device 'tpu'"),
+    ],
+)
+def test_cli_errors_name_the_value(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        run.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_key_numbers_beside_the_papers(tmp_path):
+    write_json(
+        tmp_path / "metrics" / "fig1.json",
+        {"network": "fcnn1", "test_accuracy": 0.8771, "condition_number": 3.7412},
+    )
+    text = run.key_numbers_text(tmp_path)
+    fcnn1_acc = next(line for line in text.splitlines() if line.startswith("fcnn1 test accuracy"))
+    assert "87.7%" in fcnn1_acc and "paper 0.92" in fcnn1_acc
+    cond = next(line for line in text.splitlines() if "fcnn1 layer 1 condition" in line)
+    assert "3.74" in cond and "paper 7.22" in cond
+    resnet = next(line for line in text.splitlines() if line.startswith("resnet18 test accuracy"))
+    assert "missing" in resnet
