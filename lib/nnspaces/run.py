@@ -13,6 +13,7 @@ to ``<out_dir>/notebooks/``; the notebooks themselves write figures, metrics and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from .config import PROFILES, REPO_ROOT, RunConfig
 from .files import write_json
+from .metrics import key_numbers
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Notebooks in the order they run (later ones reuse the networks earlier ones trained).
@@ -100,10 +102,6 @@ def run_notebooks(
 
 def key_numbers_text(out_dir: Path) -> str:
     """The run's accuracies and condition numbers beside the paper's, one line each."""
-    import json
-
-    from .metrics import key_numbers
-
     metrics = {}
     for path in sorted((out_dir / "metrics").glob("*.json")):
         try:
