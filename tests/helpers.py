@@ -34,3 +34,15 @@ def selu_net(widths, *, selu_last=False, seed=0, dtype=torch.float64) -> nn.Sequ
         if i < len(widths) - 2 or selu_last:
             layers.append(nn.SELU())
     return nn.Sequential(*layers).to(dtype).eval()
+
+
+#: The paper's composite method names, written by hand (not read from the library):
+#: name -> (method, start image).
+PAPER_ALIASES = {
+    "avg-img": ("start", "avg-img"),
+    "min-img": ("start", "min-img"),
+    "avg-min-img": ("start", "avg-min-img"),
+    "avg-img+training": ("training", "avg-img"),
+    "min-img+training": ("training", "min-img"),
+    "avg-min-img+training": ("training", "avg-min-img"),
+}

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from helpers import selu_net
+from helpers import PAPER_ALIASES, selu_net
 from torch import nn
 
 from nnspaces.data import Dataset
@@ -161,16 +161,6 @@ def test_names_need_data():
 
 
 # ----------------------------------------------------------------------------- aliases, starts
-
-
-PAPER_ALIASES = {
-    "avg-img": ("start", "avg-img"),
-    "min-img": ("start", "min-img"),
-    "avg-min-img": ("start", "avg-min-img"),
-    "avg-img+training": ("training", "avg-img"),
-    "min-img+training": ("training", "min-img"),
-    "avg-min-img+training": ("training", "avg-min-img"),
-}
 
 
 def test_aliases_are_the_papers_six():

@@ -143,6 +143,10 @@ def _accuracy(metrics: Mapping[str, dict], network: str) -> tuple[float | None, 
     return None, "no metrics file has it"
 
 
+#: Which figure's metrics file holds each network's condition number.
+CONDITION_NUMBER_FILE = {"fcnn1": Fig1Metrics.name, "resnet18": Fig2Metrics.name}
+
+
 def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
     """The run's accuracies and figure condition numbers beside the paper's
     (:mod:`nnspaces.paper`), read from the metrics files by name (``{"fig1": {...}}``)."""
@@ -150,7 +154,8 @@ def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
     for net, ref in paper.ACCURACY.items():
         value, source = _accuracy(metrics, net)
         rows.append(KeyNumber(f"{net} test accuracy", value, ref, source, percent=True))
-    for name, (net, ref) in zip(("fig1", "fig2"), paper.CONDITION_NUMBER.items(), strict=True):
+    for net, ref in paper.CONDITION_NUMBER.items():
+        name = CONDITION_NUMBER_FILE[net]
         m = metrics.get(name) or {}
         ok = m.get("network") == net and _number(m.get("condition_number"))
         layer = paper.FIGURE_LAYER[net]

@@ -124,10 +124,9 @@ def _options(options: InvertOptions | None, overrides: dict) -> InvertOptions:
 
 
 def _data_xy(data: Dataset | tuple | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if data is None or isinstance(data, Dataset):
-        return None if data is None else (data.x_train, data.y_train)
-    x, y = data
-    return x, y
+    if isinstance(data, Dataset):
+        return data.x_train, data.y_train
+    return None if data is None else tuple(data)
 
 
 def invert(

@@ -33,12 +33,13 @@ def _has_batchnorm(model: nn.Module) -> bool:
 @dataclass(frozen=True)
 class Prior:
     """A named penalty: what it measures, whether it needs the class averages, and which
-    models it applies to."""
+    models it applies to (``refusal`` says why one does not)."""
 
     name: str
     description: str
     needs_averages: bool = False
     applies_to: Callable[[nn.Module], bool] = lambda model: True
+    refusal: str = ""
 
 
 PRIORS: dict[str, Prior] = {
@@ -46,7 +47,12 @@ PRIORS: dict[str, Prior] = {
     for p in (
         Prior("tv", "total variation: neighbouring pixels alike"),
         Prior("l2-avg", "squared distance to the class average", needs_averages=True),
-        Prior("bn", "BatchNorm statistics of real images", applies_to=_has_batchnorm),
+        Prior(
+            "bn",
+            "BatchNorm statistics of real images",
+            applies_to=_has_batchnorm,
+            refusal="it has no BatchNorm2d layers",
+        ),
     )
 }
 
@@ -69,7 +75,7 @@ def check_priors(priors: Mapping[str, float] | None, model: nn.Module | None = N
         if model is not None and not PRIORS[name].applies_to(model):
             raise ValueError(
                 f"prior {name!r} ({PRIORS[name].description}) does not apply to "
-                f"{type(model).__name__}: it has no BatchNorm2d layers"
+                f"{type(model).__name__}: {PRIORS[name].refusal}"
             )
         if weight > 0:
             out[name] = float(weight)
