@@ -1,6 +1,8 @@
 # make figures   set up if needed, then run every notebook on the embedded MNIST digits
 # make test      set up if needed, then the unit tests and a smoke run of every notebook
 # make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib with its dev extra) and its kernel
+# make sweep     five seeds x {embedded MNIST, Fashion-MNIST} through the figure notebooks, with
+#                the spread across seeds in results/seeds/index.html (sweeps/seeds.toml)
 # make paper     the paper's setting: full MNIST, 20 epochs (needs `make mnist` first)
 # make mnist     download full MNIST into data/ (needs the internet)
 
@@ -10,7 +12,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nnspaces-setup
 PROFILE ?= default
 
-.PHONY: setup figures paper test lint mnist clean-results
+.PHONY: setup figures sweep paper test lint mnist clean-results
 
 setup: $(STAMP)
 
@@ -24,6 +26,9 @@ $(STAMP): pyproject.toml
 
 figures: setup
 	$(PY) -m nnspaces run --profile $(PROFILE)
+
+sweep: setup
+	$(PY) -m nnspaces sweep sweeps/seeds.toml
 
 paper: setup
 	$(PY) -m nnspaces run --profile paper

@@ -49,9 +49,11 @@ _DISTRIBUTION = {"mlxtend": "mlxtend", "jupyter_client": "jupyter-client"}
 
 
 def test_library_depends_on_what_it_imports_and_no_tools():
-    """Every third-party module the library imports is a dependency; test and lint tools
-    (and JupyterLab) are extras, not runtime dependencies."""
+    """Every third-party module the library imports is a dependency, or (the Dask
+    executor's) in the ``cluster`` extra; test and lint tools (and JupyterLab) are extras,
+    not runtime dependencies."""
     deps = {_name(r) for r in _project()["dependencies"]}
+    cluster = {_name(r) for r in _project()["optional-dependencies"]["cluster"]}
     imported = set()
     for path in (ROOT / "lib" / "nnspaces").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -60,6 +62,9 @@ def test_library_depends_on_what_it_imports_and_no_tools():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "nnspaces"}
-    missing = {m for m in third_party if _DISTRIBUTION.get(m, m).replace("_", "-") not in deps}
+    missing = {
+        m for m in third_party if _DISTRIBUTION.get(m, m).replace("_", "-") not in deps | cluster
+    }
     assert not missing, f"imported but not a dependency: {sorted(missing)}"
     assert not deps & {"pytest", "ruff", "playwright", "jupyterlab"}
+    assert cluster == {"dask", "distributed"} and not deps & cluster

@@ -21,6 +21,7 @@ from nnspaces.metrics import (
     Fig3Metrics,
     KeyNumber,
     inversion_table,
+    recognition_table,
     key_numbers,
 )
 
@@ -190,6 +191,25 @@ def test_inversion_table_reads_each_methods_median_on_each_network():
     nat = m.natural["resnet18"].result.median_rel_error
     assert table["natural pre-images"] == {"resnet18": pytest.approx(nat)}
     assert list(table) == ["descent", "min-img", "exact", "natural pre-images"]
+
+
+def test_recognition_table_counts_the_digits_each_network_classifies_as_their_class():
+    m, results = fig3()
+    d = json_roundtrip(m)
+    table = recognition_table(d)
+    for net, by in results.items():
+        for method, r in by.items():
+            hits = [int(p) == c for p, c in zip(r.predicted, r.classes, strict=True)]
+            assert table[method][net] == pytest.approx(sum(hits) / 3)
+    descent = d["networks"]["fcnn5"]["methods"]["descent"]
+    descent["predicted"] = [0, 1, 2]
+    assert recognition_table(d)["descent"]["fcnn5"] == 1.0
+    descent["predicted"][0] = 99  # digit 0 seen as another class
+    assert recognition_table(d)["descent"]["fcnn5"] == pytest.approx(2 / 3)
+    nat = m.natural["resnet18"].result
+    hits = sum(int(p) == c for p, c in zip(nat.predicted, nat.classes, strict=True))
+    assert table["natural pre-images"] == {"resnet18": pytest.approx(hits / 3)}
+    assert recognition_table(None) == {}
 
 
 def test_fig3_json_keeps_each_networks_accuracy_results_and_per_class_errors():

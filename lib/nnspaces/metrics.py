@@ -184,5 +184,21 @@ def inversion_table(fig3: Mapping[str, Any] | None) -> tuple[list[str], dict[str
     return list(nets), table
 
 
+def recognition_table(fig3: Mapping[str, Any] | None) -> dict[str, dict[str, float | None]]:
+    """From fig3.json: per method (then ``natural pre-images``) the fraction of digits whose
+    image the network itself classifies as the digit, on each network."""
+    table: dict[str, dict[str, float | None]] = {}
+    for net, entry in ((fig3 or {}).get("networks") or {}).items():
+        runs = dict(entry.get("methods") or {})
+        natural = entry.get("natural")
+        if natural:
+            runs["natural pre-images"] = natural.get("result") or {}
+        for method, r in runs.items():
+            classes, predicted = r.get("classes") or [], r.get("predicted") or []
+            hits = [p == c for c, p in zip(classes, predicted, strict=False)]
+            table.setdefault(method, {})[net] = sum(hits) / len(hits) if hits else None
+    return table
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)

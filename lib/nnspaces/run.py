@@ -2,6 +2,7 @@
 
     python -m nnspaces run --profile default            # what `make figures` does
     python -m nnspaces run --profile smoke --only fig1_fcnn_signal_space --seed 3
+    python -m nnspaces sweep sweeps/seeds.toml          # many runs: see nnspaces.sweep
 
 Each notebook gets exactly the parameters of one :class:`~nnspaces.config.RunConfig` (the
 profile's values, with those given on the command line in their place). Executed notebooks go
@@ -133,7 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the profile's)")
     run.add_argument("--seed", type=int, default=None, help="default: the profile's")
     run.add_argument("--out-dir", default=None, help="default: results/<profile>")
+    from . import sweep
+
+    sweep.add_arguments(sub.add_parser("sweep", help="run the notebooks over a parameter grid"))
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        try:
+            return sweep.main(args)
+        except (ValueError, RuntimeError) as e:
+            parser.error(str(e))
 
     from .report import write_report
 

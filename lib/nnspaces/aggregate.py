@@ -1,0 +1,335 @@
+"""A sweep's aggregate: every metric of every run in one tidy table, the spread across seeds,
+and the sweep's report page.
+
+:func:`write_sweep_report` reads ``results/<sweep>/`` (its ``sweep.json`` and each finished
+run's ``metrics/*.json``) and writes
+
+    table.csv     one row per run and metric (every number of every metrics file)
+    summary.csv   per group of runs that differ only in their seed: n, mean, standard
+                  deviation and a 95% interval of each quantity, with the paper's value
+    figures/      the spread of accuracies, condition numbers, inversion errors and
+                  recognition rates, one dot per run
+    index.html    all of it, with every run's status, error and own report
+
+The quantities are read through :mod:`nnspaces.metrics` (the metrics files' one reader), the
+paper's numbers from :mod:`nnspaces.paper`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import io
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from . import paper
+from .files import atomic_write
+from .metrics import inversion_table, key_numbers, recognition_table
+from .report import TEMPLATES
+
+#: The quantities shown with their spread, in this order; inversion errors on a log scale.
+KINDS = ("test accuracy", "condition number", "inversion error", "recognised")
+LOG_KINDS = ("inversion error",)
+#: The grid parameter whose values are repetitions rather than settings.
+REPEAT = "seed"
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One number of one run: ``kind`` (one of :data:`KINDS`), on ``network``, ``name``
+    (the method or the layer), with the paper's value where the paper gives one."""
+
+    kind: str
+    network: str
+    name: str
+    value: float | None
+    paper: float | None = None
+
+
+def quantities(metrics: Mapping[str, dict]) -> list[Quantity]:
+    """A run's accuracies and condition numbers (with the paper's), and per network and
+    method the median inversion error and the fraction of digits recognised."""
+    out = []
+    for k in key_numbers(metrics):
+        network, _, rest = k.label.partition(" ")
+        kind = "test accuracy" if rest == "test accuracy" else "condition number"
+        name = rest.removesuffix("test accuracy").removesuffix(" condition number")
+        out.append(Quantity(kind, network, name, k.value, k.reference.value))
+    fig3 = metrics.get("fig3")
+    for kind, table in (
+        ("inversion error", inversion_table(fig3)[1]),
+        ("recognised", recognition_table(fig3)),
+    ):
+        out += [
+            Quantity(kind, net, method, v) for method, by in table.items() for net, v in by.items()
+        ]
+    return out
+
+
+def _leaves(obj: Any, path: str = "") -> Iterator[tuple[str, float]]:
+    """Every number in a metrics file as (path, value); a list of numbers gives one per
+    element (``path[i]``); settings and text are not metrics."""
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if key != "settings":
+                yield from _leaves(value, f"{path}/{key}" if path else str(key))
+    elif isinstance(obj, list):
+        if all(isinstance(v, int | float | bool) or v is None for v in obj):
+            for i, v in enumerate(obj):
+                if v is not None:
+                    yield f"{path}[{i}]", float(v)
+    elif isinstance(obj, int | float | bool):
+        yield path, float(obj)
+
+
+def tidy_rows(metrics: Mapping[str, dict]) -> list[dict[str, Any]]:
+    """Every number of a run's metrics files: file, network (where the path names one),
+    metric, value."""
+    rows = []
+    for file, content in metrics.items():
+        for path, value in _leaves(content):
+            network = content.get("network", "") if isinstance(content, Mapping) else ""
+            parts = path.split("/")
+            if parts[0] == "networks" and len(parts) > 2:
+                network, path = parts[1], "/".join(parts[2:])
+            rows.append({"file": file, "network": network, "metric": path, "value": value})
+    return rows
+
+
+@dataclass(frozen=True)
+class Spread:
+    """``n`` values' mean, sample standard deviation and 95% interval for the mean
+    (Student's t; None with fewer than two values)."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    low: float | None
+    high: float | None
+
+
+def spread(values: Sequence[float | None]) -> Spread:
+    """The spread of the finite ``values`` (missing and infinite ones are not counted)."""
+    from scipy import stats
+
+    x = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return Spread(0, None, None, None, None)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return Spread(1, mean, None, None, None)
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(x) - 1)) * std / math.sqrt(len(x))
+    return Spread(len(x), mean, std, mean - half, mean + half)
+
+
+def _read_metrics(run_dir: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted((run_dir / "metrics").glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _group_label(group: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in group.items()) or "all runs"
+
+
+def collect(folder: Path) -> dict[str, Any]:
+    """Everything the sweep report shows, read from ``folder``: the spec, per run its
+    status and quantities, the tidy rows and the spreads."""
+    from .sweep import SweepSpec, plan, read_record, run_folder
+
+    spec = SweepSpec(**json.loads((folder / "sweep.json").read_text()))
+    keys = list(spec.grid)
+    group_keys = [k for k in keys if k != REPEAT]
+    runs, tidy, values = [], [], {}
+    for run in plan(spec):
+        record = read_record(folder, run.id) or {}
+        status = record.get("status", "not run")
+        ok = status == "ok"
+        metrics = _read_metrics(run_folder(folder, run.id)) if ok else {}
+        runs.append(
+            {
+                "id": run.id,
+                "point": run.point,
+                "status": status,
+                "error": record.get("error", "") or run.error,
+                "seconds": record.get("seconds"),
+                "report": f"runs/{run.id}/index.html" if ok else None,
+            }
+        )
+        tag = {"run": run.id, **{k: run.point[k] for k in keys}}
+        tidy += [{**tag, **row} for row in tidy_rows(metrics)]
+        group = tuple((k, run.point[k]) for k in group_keys)
+        for q in quantities(metrics):
+            values.setdefault(group, {}).setdefault((q.kind, q.network, q.name), []).append(q)
+    summary = []
+    for group, by in values.items():
+        for (kind, network, name), qs in by.items():
+            s = spread([q.value for q in qs])
+            if s.n == 0:  # a quantity of a notebook this sweep did not run
+                continue
+            summary.append(
+                {
+                    **dict(group),
+                    "group": _group_label(dict(group)),
+                    "kind": kind,
+                    "network": network,
+                    "name": name,
+                    "values": [q.value for q in qs],
+                    "paper": qs[0].paper,
+                    **dataclasses.asdict(s),
+                }
+            )
+    return {
+        "spec": spec,
+        "keys": keys,
+        "group_keys": group_keys,
+        "runs": runs,
+        "tidy": tidy,
+        "summary": summary,
+    }
+
+
+def spread_figure(summary: list[dict], kind: str):
+    """One panel per group: each run's value (dots), the mean with its 95% interval (bar)
+    and the paper's value (red cross) of every ``kind`` quantity."""
+    import matplotlib.pyplot as plt
+
+    from .plots import style
+
+    rows = [r for r in summary if r["kind"] == kind and r["n"]]
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    with style():
+        labels = list(dict.fromkeys(f"{r['network']} {r['name']}".strip() for r in rows))
+        width = max(5.0, 0.32 * len(labels) + 1.5)
+        fig, axes = plt.subplots(
+            len(groups), 1, figsize=(width, 2.6 * len(groups)), squeeze=False, sharex=True
+        )
+        rng = np.random.default_rng(0)
+        for ax, group in zip(axes[:, 0], groups, strict=True):
+            for r in (r for r in rows if r["group"] == group):
+                x = labels.index(f"{r['network']} {r['name']}".strip())
+                v = [v for v in r["values"] if v is not None and math.isfinite(v)]
+                if kind in LOG_KINDS:
+                    v = [max(a, 1e-17) for a in v]
+                ax.plot(x + rng.uniform(-0.15, 0.15, len(v)), v, ".", color="0.45", ms=4)
+                if r["low"] is not None:
+                    lo, hi = r["mean"] - r["low"], r["high"] - r["mean"]
+                    ax.errorbar(
+                        x,
+                        r["mean"],
+                        yerr=[[lo], [hi]],
+                        fmt="o",
+                        color="C0",
+                        ms=4,
+                        capsize=3,
+                        lw=1.2,
+                    )
+                if r["paper"] is not None:
+                    ax.plot(x, r["paper"], "x", color="C3", ms=7, mew=2)
+            ax.set_title(group)
+            ax.set_ylabel(kind)
+            ax.set_xlim(-0.6, len(labels) - 0.4)
+            if kind in LOG_KINDS:
+                ax.set_yscale("log")
+        axes[-1, 0].set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+        handles = [
+            plt.Line2D([], [], ls="", marker=".", color="0.45", label="one run"),
+            plt.Line2D([], [], ls="-", marker="o", color="C0", label="mean, 95% interval"),
+            plt.Line2D([], [], ls="", marker="x", color="C3", mew=2, label="paper (MNIST)"),
+        ]
+        axes[0, 0].legend(handles=handles, loc="best", fontsize=7, frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+def write_sweep_report(folder: str | Path) -> Path:
+    """Write the sweep's table.csv, summary.csv, figures and index.html; return its path."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save_figure
+
+    folder = Path(folder)
+    if not (folder / "sweep.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no sweep.json; run `python -m nnspaces sweep`")
+    data = collect(folder)
+    keys, group_keys = data["keys"], data["group_keys"]
+    atomic_write(
+        folder / "table.csv",
+        _csv(data["tidy"], ["run", *keys, "file", "network", "metric", "value"]),
+    )
+    stat_cols = ["n", "mean", "std", "low", "high", "paper"]
+    atomic_write(
+        folder / "summary.csv",
+        _csv(
+            [
+                {k: r[k] for k in [*group_keys, "kind", "network", "name", *stat_cols]}
+                for r in data["summary"]
+            ],
+            [*group_keys, "kind", "network", "name", *stat_cols],
+        ),
+    )
+    figures = []
+    for kind in KINDS:
+        if any(r["kind"] == kind and r["n"] for r in data["summary"]):
+            name = kind.replace(" ", "_")
+            fig = spread_figure(data["summary"], kind)
+            save_figure(fig, folder / "figures" / f"{name}.png")
+            plt.close(fig)
+            figures.append({"kind": kind, "src": f"figures/{name}.png"})
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    page = env.get_template("sweep.html").render(
+        spec=data["spec"],
+        written=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        citation=paper.CITATION,
+        keys=keys,
+        runs=data["runs"],
+        failed=[r for r in data["runs"] if r["status"] != "ok"],
+        groups=_by_group(data["summary"]),
+        figures=figures,
+        fmt=_fmt,
+    )
+    return atomic_write(folder / "index.html", page)
+
+
+def _by_group(summary: list[dict]) -> list[tuple[str, list[dict]]]:
+    groups: dict[str, list[dict]] = {}
+    for r in summary:
+        groups.setdefault(r["group"], []).append(r)
+    order = {k: i for i, k in enumerate(KINDS)}
+    return [(g, sorted(rs, key=lambda r: order[r["kind"]])) for g, rs in groups.items()]
+
+
+def _fmt(value: float | None, kind: str = "") -> str:
+    if value is None:
+        return "-"
+    if kind == "test accuracy" or kind == "recognised":
+        return f"{100 * value:.1f}%"
+    return f"{value:.3g}"
