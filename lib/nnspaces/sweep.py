@@ -398,8 +398,14 @@ def make_executor(
 
                 from . import report, run  # noqa: F401
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-            yield pool
+            try:
+                yield pool
+            except BaseException:  # Ctrl-C or an error here: stop the runs now, not later
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()  # its notebook kernel exits with it
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
             return
         try:
             from distributed import Client, LocalCluster
