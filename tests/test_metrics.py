@@ -21,8 +21,8 @@ from nnspaces.metrics import (
     Fig3Metrics,
     KeyNumber,
     inversion_table,
-    recognition_table,
     key_numbers,
+    recognition_table,
 )
 
 torch.manual_seed(0)

@@ -270,7 +270,7 @@ def layer_spaces(weight: np.ndarray | torch.Tensor, *, full_matrices: bool = Tru
     if not np.all(np.isfinite(W)):
         raise ValueError("weight has NaN or infinite entries")
     U, S, Vh = np.linalg.svd(W, full_matrices=True) if full_matrices else _thin_svd_full_v(W)
-    return LayerSpaces(U, S, Vh, _tolerance(S, W.shape, eps), W)
+    return LayerSpaces(U, S, Vh, rank_tolerance(S, W.shape, eps), W)
 
 
 def _thin_svd_full_v(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -295,11 +295,13 @@ def condition_number(weight: np.ndarray | torch.Tensor) -> float:
     same zero tolerance as :func:`layer_spaces`."""
     W, eps = _as_float64(weight)
     S = singular_values(W)
-    nonzero = S[S > _tolerance(S, W.shape, eps)]
+    nonzero = S[S > rank_tolerance(S, W.shape, eps)]
     return float(S[0] / nonzero[-1]) if nonzero.size else float("inf")
 
 
-def _tolerance(S: np.ndarray, shape: tuple[int, int], eps: float) -> float:
+def rank_tolerance(S: np.ndarray, shape: tuple[int, int], eps: float) -> float:
+    """The library's one zero threshold for singular values ``S`` of a ``shape`` matrix in
+    precision ``eps``: ``S.max() * max(shape) * eps`` (NumPy's ``matrix_rank`` rule)."""
     return float(S.max() * max(shape) * eps) if S.size else 0.0
 
 
@@ -309,7 +311,7 @@ def row_basis(W: np.ndarray | torch.Tensor | LayerSpaces) -> np.ndarray:
         return W.row_space
     A, eps = _as_float64(W)
     _, S, Vh = np.linalg.svd(A, full_matrices=False)
-    return Vh[: int(np.sum(S > _tolerance(S, A.shape, eps)))].T
+    return Vh[: int(np.sum(S > rank_tolerance(S, A.shape, eps)))].T
 
 
 def conv_as_matrix(weight4d: np.ndarray | torch.Tensor) -> np.ndarray:

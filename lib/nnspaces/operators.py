@@ -1,0 +1,236 @@
+"""The exact linear map a convolution applies to the input it actually sees.
+
+The paper studies a convolution through its kernel matrix, the ``(C_out*C_in) x (kh*kw)``
+stack of its kernels (:func:`nnspaces.spaces.conv_as_matrix`). That matrix is not the map the
+layer applies. On an input of shape ``(C_in, H, W)`` a convolution (bias left out) is the
+linear map ``R^(C_in*H*W) -> R^(C_out*H'*W')`` whose matrix has one column per input pixel:
+the **convolution operator**, with the layer's stride, zero padding, dilation and groups. Its
+singular values say how the layer amplifies or loses each input direction: a stride-2 layer
+that maps 3136 values to 2048 has a null space of at least 1088 dimensions, the residual
+space of the paper inside a CNN.
+
+:class:`ConvOperator` applies the map and its adjoint (the adjoint by automatic
+differentiation, so every padding mode is exact) and builds its dense matrix;
+:func:`spectrum` gives its singular values, rank, null-space dimensions and condition
+number: from a dense SVD when the matrix is small enough (:data:`DENSE_LIMIT` entries), and
+matrix-free otherwise (scipy's ``svds`` on a ``LinearOperator``: the largest and smallest
+few singular values).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spaces import rank_tolerance
+
+#: Largest operator (entries) whose SVD :func:`spectrum` computes densely (float64: 320 MB).
+DENSE_LIMIT = 40_000_000
+_CONV = {1: F.conv1d, 2: F.conv2d}
+
+
+@dataclass(frozen=True, eq=False)
+class ConvOperator:
+    """A ``Conv1d`` / ``Conv2d`` (bias left out) as a linear map on inputs of
+    ``input_shape`` (``(C, L)`` or ``(C, H, W)``, no batch dimension), in float64."""
+
+    conv: nn.Module
+    input_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.conv, nn.Conv1d | nn.Conv2d):
+            raise TypeError(f"ConvOperator needs an nn.Conv1d or nn.Conv2d, got {self.conv!r}")
+        dims = 1 if isinstance(self.conv, nn.Conv1d) else 2
+        shape = tuple(int(s) for s in self.input_shape)
+        if len(shape) != dims + 1 or shape[0] != self.conv.in_channels or min(shape) < 1:
+            raise ValueError(
+                f"input_shape {tuple(self.input_shape)} does not fit {self.conv}: it needs "
+                f"{self.conv.in_channels} channels and {dims} positive spatial size(s)"
+            )
+        object.__setattr__(self, "input_shape", shape)
+
+    @cached_property
+    def _weight(self) -> torch.Tensor:
+        return self.conv.weight.detach().to("cpu", torch.float64)
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The map on a batch ``(N, *input_shape)`` (float64), bias left out."""
+        c = self.conv
+        if c.padding_mode != "zeros":
+            pad = c._reversed_padding_repeated_twice
+            x = F.pad(x, pad, mode=c.padding_mode)
+            padding = 0
+        else:
+            padding = c.padding
+        fn = _CONV[len(self.input_shape) - 1]
+        return fn(x, self._weight, None, c.stride, padding, c.dilation, c.groups)
+
+    @cached_property
+    def output_shape(self) -> tuple[int, ...]:
+        with torch.no_grad():
+            return tuple(
+                self._apply(torch.zeros(1, *self.input_shape, dtype=torch.float64)).shape[1:]
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(outputs, inputs) of the operator's matrix."""
+        return math.prod(self.output_shape), math.prod(self.input_shape)
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """The operator times ``x`` (``(n,)`` or ``(n, k)``)."""
+        X = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        cols = X.reshape(self.shape[1], -1).T.reshape(-1, *self.input_shape)
+        with torch.no_grad():
+            Y = self._apply(cols).reshape(cols.shape[0], -1).T
+        return Y.numpy().reshape((self.shape[0],) + np.shape(x)[1:])
+
+    def rmatvec(self, y: np.ndarray) -> np.ndarray:
+        """The adjoint (transpose) times ``y`` (``(m,)`` or ``(m, k)``), exactly: the
+        gradient of ``<y, A x>`` in ``x``."""
+        Y = torch.as_tensor(np.asarray(y, dtype=np.float64))
+        k = 1 if Y.ndim == 1 else Y.shape[1]
+        x = torch.zeros(k, *self.input_shape, dtype=torch.float64, requires_grad=True)
+        out = self._apply(x)
+        (grad,) = torch.autograd.grad(out, x, Y.reshape(self.shape[0], k).T.reshape(out.shape))
+        return grad.reshape(k, -1).T.numpy().reshape((self.shape[1],) + np.shape(y)[1:])
+
+    def matrix(self, chunk: int = 1024) -> np.ndarray:
+        """The dense ``(m, n)`` matrix: the operator applied to every unit input."""
+        m, n = self.shape
+        out = np.empty((m, n))
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            eye = np.zeros((n, stop - start))
+            eye[np.arange(start, stop), np.arange(stop - start)] = 1.0
+            out[:, start:stop] = self.matvec(eye)
+        return out
+
+    def linear_operator(self):
+        """The map as a ``scipy.sparse.linalg.LinearOperator`` (for matrix-free solvers)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        return LinearOperator(
+            self.shape,
+            matvec=self.matvec,
+            rmatvec=self.rmatvec,
+            matmat=self.matvec,
+            rmatmat=self.rmatvec,
+            dtype=np.float64,
+        )
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Singular values of an ``(m, n)`` map and what follows from them.
+
+    ``singular_values``: all ``min(m, n)`` (``method="dense"``), or the ``k`` largest then
+    the ``k`` smallest (``"matrix-free"``). ``rank`` counts those above ``tol``; matrix-free,
+    it is exact when fewer than ``k`` of the smallest are below ``tol`` (else None).
+    ``condition_number`` is over the nonzero singular values, as the paper defines it.
+    """
+
+    shape: tuple[int, int]
+    singular_values: np.ndarray
+    tol: float
+    method: str
+    rank: int | None
+    smallest: bool = True  # whether the smallest singular values were found
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.singular_values.max())
+
+    @property
+    def sigma_min(self) -> float:
+        """The smallest nonzero singular value (NaN when it was not found)."""
+        if not self.smallest:
+            return math.nan
+        s = self.singular_values[self.singular_values > self.tol]
+        return float(s.min()) if s.size else 0.0
+
+    @property
+    def condition_number(self) -> float:
+        if not self.smallest:
+            return math.nan
+        return self.sigma_max / self.sigma_min if self.sigma_min > 0 else math.inf
+
+    @property
+    def null_dim(self) -> int | None:
+        """Dimension of the null space (inputs the map sends to zero)."""
+        return None if self.rank is None else self.shape[1] - self.rank
+
+    @property
+    def left_null_dim(self) -> int | None:
+        """Dimension of the left null space (outputs the map never produces)."""
+        return None if self.rank is None else self.shape[0] - self.rank
+
+
+def _gram(A: np.ndarray) -> np.ndarray:
+    """``A A^T`` or ``A^T A``, whichever is smaller. Its eigenvalues are the squared singular
+    values: a symmetric eigensolver is several times faster than an SVD, and loses only
+    singular values below ``sqrt(eps64) * sigma_max`` (about 1.5e-8 of it), far under the
+    float32 rank tolerance ``sigma_max * max(m, n) * eps32`` that decides what counts as zero."""
+    return A @ A.T if A.shape[0] < A.shape[1] else A.T @ A
+
+
+def row_space_energy(A: np.ndarray, X: np.ndarray, tol: float) -> float:
+    """Fraction of the energy of the rows of ``X`` (inputs, ``(N, n)``) that lies in the row
+    space of ``A`` (singular values above ``tol``): 1 when ``A`` has no null space."""
+    total = float(np.sum(X**2))
+    if total == 0:
+        return math.nan
+    lam, Q = np.linalg.eigh(_gram(A))
+    keep = lam > tol**2
+    if keep.sum() == A.shape[1]:
+        return 1.0
+    if A.shape[0] < A.shape[1]:  # A A^T = U S^2 U^T: the row space is spanned by A^T U / S
+        Z = (X @ A.T) @ Q[:, keep] / np.sqrt(lam[keep])
+    else:  # A^T A = V S^2 V^T
+        Z = X @ Q[:, keep]
+    return float(np.sum(Z**2) / total)
+
+
+def spectrum(
+    op: ConvOperator | np.ndarray,
+    *,
+    dense_limit: int = DENSE_LIMIT,
+    k: int = 6,
+    eps: float = float(np.finfo(np.float32).eps),
+    maxiter: int = 20_000,
+) -> Spectrum:
+    """The singular values of ``op`` (a :class:`ConvOperator` or a matrix): all of them by a
+    dense SVD when ``m * n <= dense_limit``, else the ``k`` largest and ``k`` smallest
+    matrix-free (the smallest ones within ``maxiter`` ARPACK iterations, else only the
+    largest, ``smallest=False``). ``eps`` is the precision the weights were trained in (the
+    rank tolerance is ``sigma_max * max(m, n) * eps``, as everywhere in the library)."""
+    m, n = op.shape
+    if isinstance(op, np.ndarray) or m * n <= dense_limit:
+        A = op if isinstance(op, np.ndarray) else op.matrix()
+        S = np.sqrt(np.clip(np.linalg.eigvalsh(_gram(A))[::-1], 0.0, None))
+        tol = rank_tolerance(S, (m, n), eps)
+        return Spectrum((m, n), S, tol, "dense", int(np.sum(S > tol)))
+    from scipy.sparse.linalg import ArpackNoConvergence, svds
+
+    lin = op.linear_operator()
+    p = min(m, n)
+    k = min(k, p - 1)
+    top = np.sort(svds(lin, k=k, which="LM", return_singular_vectors=False, random_state=0))
+    try:  # ARPACK without shift-invert: slow when the smallest values cluster near zero
+        low = svds(
+            lin, k=k, which="SM", return_singular_vectors=False, random_state=0, maxiter=maxiter
+        )
+    except ArpackNoConvergence:
+        return Spectrum(
+            (m, n), top[::-1], rank_tolerance(top, (m, n), eps), "matrix-free", None, smallest=False
+        )
+    S = np.concatenate([top[::-1], np.sort(low)[::-1]])
+    tol = rank_tolerance(S, (m, n), eps)
+    zero = int(np.sum(low <= tol))
+    return Spectrum((m, n), S, tol, "matrix-free", p - zero if zero < k else None)
