@@ -221,10 +221,13 @@ def spread_figure(summary: list[dict], kind: str):
     rows = [r for r in summary if r["kind"] == kind and r["n"]]
     groups = list(dict.fromkeys(r["group"] for r in rows))
     with style():
+        networks = list(dict.fromkeys(r["network"] for r in rows))
+        rows = sorted(rows, key=lambda r: networks.index(r["network"]))  # by network
         labels = list(dict.fromkeys(f"{r['network']} {r['name']}".strip() for r in rows))
-        width = max(5.0, 0.32 * len(labels) + 1.5)
+        width = max(5.0, 0.3 * len(labels) + 2.5)
+        height = 2.8 * len(groups) + (1.8 if max(map(len, labels)) > 12 else 0.6)
         fig, axes = plt.subplots(
-            len(groups), 1, figsize=(width, 2.6 * len(groups)), squeeze=False, sharex=True
+            len(groups), 1, figsize=(width, height), squeeze=False, sharex=True
         )
         rng = np.random.default_rng(0)
         for ax, group in zip(axes[:, 0], groups, strict=True):
@@ -235,7 +238,8 @@ def spread_figure(summary: list[dict], kind: str):
                     v = [max(a, 1e-17) for a in v]
                 ax.plot(x + rng.uniform(-0.15, 0.15, len(v)), v, ".", color="0.45", ms=4)
                 if r["low"] is not None:
-                    lo, hi = r["mean"] - r["low"], r["high"] - r["mean"]
+                    low = max(r["low"], min(v)) if kind in LOG_KINDS else r["low"]  # log axis
+                    lo, hi = r["mean"] - low, r["high"] - r["mean"]
                     ax.errorbar(
                         x,
                         r["mean"],
@@ -259,7 +263,9 @@ def spread_figure(summary: list[dict], kind: str):
             plt.Line2D([], [], ls="-", marker="o", color="C0", label="mean, 95% interval"),
             plt.Line2D([], [], ls="", marker="x", color="C3", mew=2, label="paper (MNIST)"),
         ]
-        axes[0, 0].legend(handles=handles, loc="best", fontsize=7, frameon=False)
+        axes[0, 0].legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False
+        )
         fig.tight_layout()
     return fig
 

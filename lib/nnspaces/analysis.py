@@ -12,7 +12,8 @@
   and the head's slice of the output projection (``E x d_head``);
 - ``Embedding``: the map from one-hot indices to vectors (``dim x num_embeddings``).
 
-Columns: the matrix's shape, rank, condition number (over the nonzero singular values), the
+Columns: the matrix's shape, rank, condition number (over the nonzero singular values, as the
+paper defines it; ``condition_number_all`` over all of them, the numerically zero ones too), the
 null-space and left-null-space dimensions, the largest and smallest nonzero singular values,
 and with ``data`` the fraction of the energy of the layer's real inputs (captured by forward
 hooks on a batch of test images) that lies in its row space: what the layer can see. Every
@@ -41,6 +42,7 @@ COLUMNS = (
     "shape",
     "rank",
     "condition_number",
+    "condition_number_all",
     "null_dim",
     "left_null_dim",
     "sigma_max",
@@ -78,6 +80,7 @@ def _spectrum_values(spec: Spectrum) -> dict[str, Any]:
         "shape": f"{m} x {n}",
         "rank": spec.rank,
         "condition_number": spec.condition_number,
+        "condition_number_all": spec.condition_number_all,
         "null_dim": spec.null_dim,
         "left_null_dim": spec.left_null_dim,
         "sigma_max": spec.sigma_max,

@@ -57,7 +57,8 @@ class Fig1Metrics:
 class Fig2Metrics:
     """Figure 2: one convolution's kernel-matrix SVD, and every convolution's condition
     number trained and at initialisation (``per_layer``: dicts with ``layer``, ``shape``,
-    ``condition_number_trained``, ``condition_number_init``)."""
+    ``condition_number_trained``, ``condition_number_init``), and every convolution's
+    operator on its actual input (``operators``: rows of :func:`nnspaces.analysis.analyze`)."""
 
     name: ClassVar[str] = "fig2"
     network: str
@@ -67,6 +68,7 @@ class Fig2Metrics:
     singular_values: Any
     condition_number: float
     per_layer: list[dict] = field(default_factory=list)
+    operators: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,10 @@ class Fig2Metrics:
             "singular_values": _floats(self.singular_values),
             "condition_number": _float(self.condition_number),
             "per_layer": self.per_layer,
+            "operators": [
+                {k: _float(v) if isinstance(v, float) else v for k, v in row.items()}
+                for row in self.operators
+            ],
         }
 
 

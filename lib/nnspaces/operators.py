@@ -162,6 +162,15 @@ class Spectrum:
         return self.sigma_max / self.sigma_min if self.sigma_min > 0 else math.inf
 
     @property
+    def condition_number_all(self) -> float:
+        """Largest over smallest of all ``min(m, n)`` singular values, zero ones included
+        (``inf`` if one is exactly zero; NaN when the smallest were not found)."""
+        if not self.smallest:
+            return math.nan
+        low = float(self.singular_values.min())
+        return self.sigma_max / low if low > 0 else math.inf
+
+    @property
     def null_dim(self) -> int | None:
         """Dimension of the null space (inputs the map sends to zero)."""
         return None if self.rank is None else self.shape[1] - self.rank

@@ -1,0 +1,139 @@
+"""Bring your own model: load_model's import strings and errors, and the any_model notebook
+run through papermill on models the library never saw."""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from nnspaces.models import load_model
+from nnspaces.run import NOTEBOOK_DIR
+
+MODELS = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    class Tiny(nn.Module):
+        def __init__(self, width=4):
+            super().__init__()
+            self.conv = nn.Conv2d(1, width, 3, stride=2, padding=1)
+            self.fc = nn.Linear(width * 14 * 14, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+    def make(width=4):
+        return Tiny(width)
+
+
+    def colour():
+        return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 5))
+
+
+    def not_a_model():
+        return 42
+    """
+)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "my_models.py"
+    path.write_text(MODELS)
+    return path
+
+
+def test_load_model_from_a_file_with_weights(model_file, tmp_path):
+    torch.manual_seed(3)
+    trained = load_model(f"{model_file}:make", width=3)
+    with torch.no_grad():
+        trained.fc.weight.mul_(7.0)
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    again = load_model(f"{model_file}:make", str(tmp_path / "w.pt"), width=3)
+    assert torch.equal(again.fc.weight, trained.fc.weight) and not again.training
+    assert type(load_model("torch.nn:Identity")).__name__ == "Identity"
+
+
+@pytest.mark.parametrize(
+    ("spec", "kwargs", "message"),
+    [
+        ("no_colon", {}, "must be 'package.module:factory'"),
+        ("no_such_package_xyz:f", {}, "cannot import 'no_such_package_xyz'"),
+        ("torch.nn:NoSuchThing", {}, "has no callable 'NoSuchThing'"),
+        ("{file}:not_a_model", {}, "returned int, not an nn.Module"),
+        ("/no/such/file.py:make", {}, "model file '/no/such/file.py' does not exist"),
+    ],
+)
+def test_load_model_errors_name_what_was_asked(model_file, spec, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace(".", r"\.")):
+        load_model(spec.format(file=model_file), **kwargs)
+
+
+def test_bad_weights_are_named(model_file, tmp_path):
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a torch state_dict"):
+        load_model(f"{model_file}:make", str(tmp_path / "junk.pt"))
+    torch.save(load_model(f"{model_file}:make", width=5).state_dict(), tmp_path / "w5.pt")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_model(f"{model_file}:make", str(tmp_path / "w5.pt"), width=3)
+
+
+def _run(tmp_path, **parameters):
+    import papermill as pm
+
+    out = tmp_path / "out"
+    pm.execute_notebook(
+        NOTEBOOK_DIR / "any_model.ipynb",
+        tmp_path / "any_model.ipynb",
+        parameters={"out_dir": str(out), "n_train": 200, "n_test": 100, **parameters},
+        kernel_name="nnspaces" if _has_kernel() else "python3",
+        cwd=str(NOTEBOOK_DIR),
+        progress_bar=False,
+    )
+    rows = list(csv.DictReader((out / "layers.csv").open()))
+    return rows, json.loads((out / "inversions.json").read_text())
+
+
+def _has_kernel() -> bool:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "nnspaces" in KernelSpecManager().find_kernel_specs()
+
+
+@pytest.mark.notebook
+def test_the_notebook_analyses_and_inverts_a_model_it_never_saw(model_file, tmp_path):
+    torch.manual_seed(0)
+    model = load_model(f"{model_file}:make")
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    rows, inv = _run(
+        tmp_path, model=f"{model_file}:make", model_kwargs={}, weights=str(tmp_path / "tiny.pt")
+    )
+    conv = next(r for r in rows if r["layer"] == "conv")
+    assert conv["matrix"] == "convolution operator on 1 x 28 x 28"
+    assert (conv["shape"], conv["analysed"]) == ("784 x 784", "True")
+    assert 0 < float(conv["input_energy_in_row_space"]) <= 1
+    fc = next(r for r in rows if r["layer"] == "fc")  # the saved weights, read back
+    W = model.fc.weight.detach().double().numpy()
+    assert float(fc["sigma_max"]) == pytest.approx(np.linalg.norm(W, 2), rel=1e-9)
+    assert inv["fits"] is True and "exact" not in inv["methods"]  # not a SELU stack
+    assert {"descent", "box", "newton"} <= set(inv["methods"])
+    assert inv["methods"]["descent"]["median_rel_error"] < 1
+
+
+@pytest.mark.notebook
+def test_a_model_for_other_inputs_is_analysed_and_the_notebook_says_why_not_inverted(
+    model_file, tmp_path
+):
+    rows, inv = _run(tmp_path, model=f"{model_file}:colour", model_kwargs={}, input_shape=[3, 8, 8])
+    conv = next(r for r in rows if r["layer"] == "0")
+    assert conv["matrix"] == "convolution operator on 3 x 8 x 8" and conv["shape"] == "72 x 192"
+    assert inv["fits"] is False and inv["methods"] == {}
+    assert "does not take (1, 28, 28) images" in inv["why_not"]
