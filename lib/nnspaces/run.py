@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import PROFILES, REPO_ROOT, RunConfig
+from .config import PROFILES, REPO_ROOT, RESULTS, RunConfig
 from .files import write_json
 from .metrics import key_numbers
 
@@ -137,7 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     from . import sweep
 
     sweep.add_arguments(sub.add_parser("sweep", help="run the notebooks over a parameter grid"))
+    readme = sub.add_parser("readme", help="write the README's result tables from a run")
+    readme.add_argument("--run", default=str(RESULTS / "default"), help="a run's folder")
     args = parser.parse_args(argv)
+    if args.command == "readme":
+        from .readme import update
+
+        try:
+            print(f"updated {update(args.run)}")
+        except (OSError, ValueError) as e:
+            parser.error(str(e))
+        return 0
     if args.command == "sweep":
         try:
             return sweep.main(args)

@@ -1,0 +1,113 @@
+"""The README's result tables, written from a run's metrics, never typed by hand.
+
+    python -m nnspaces readme --run results/default
+
+reads ``<run>/metrics/*.json`` through :mod:`nnspaces.metrics` (the metrics files' one
+reader), saves what the tables show as ``docs/readme_numbers.json`` (the snapshot), and
+rewrites the part of ``README.md`` between :data:`START` and :data:`END` from that snapshot.
+``tests/test_readme.py`` renders the snapshot again and checks that the README holds exactly
+that, so the README cannot drift from the numbers it was made from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT
+from .files import atomic_write, write_json
+from .metrics import inversion_table, key_numbers
+
+README = REPO_ROOT / "README.md"
+SNAPSHOT = REPO_ROOT / "docs" / "readme_numbers.json"
+START = "<!-- nnspaces:numbers:start (written by `python -m nnspaces readme`; do not edit) -->"
+END = "<!-- nnspaces:numbers:end -->"
+
+
+def snapshot(out_dir: str | Path) -> dict[str, Any]:
+    """What the README's tables show, read from a run's metrics files."""
+    out_dir = Path(out_dir)
+    metrics = {}
+    for path in sorted((out_dir / "metrics").glob("*.json")):
+        metrics[path.stem] = json.loads(path.read_text())
+    if not metrics:
+        raise FileNotFoundError(f"{out_dir}/metrics holds no metrics: run the notebooks first")
+    networks, table = inversion_table(metrics.get("fig3"))
+    natural = {
+        net: entry["natural"]
+        for net, entry in ((metrics.get("fig3") or {}).get("networks") or {}).items()
+        if entry.get("natural")
+    }
+    data = next(iter(metrics.values()))
+    return {
+        "run": {k: data.get(k) for k in ("profile", "dataset", "n_train", "n_test", "source")},
+        "key_numbers": [
+            {"label": k.label, "text": k.text, "paper": k.reference.value, "percent": k.percent}
+            for k in key_numbers(metrics)
+        ],
+        "networks": networks,
+        "inversion": table,
+        "natural": {
+            net: {k: n.get(k) for k in ("n_recognised", "chosen_weight", "targets")}
+            for net, n in natural.items()
+        },
+    }
+
+
+def _error(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The README block for a snapshot: the key numbers beside the paper's, and the median
+    inversion error of every method on every network."""
+    run = snap["run"]
+    lines = [
+        START,
+        f"Run: profile `{run['profile']}`, {run['dataset']} ({run['n_train']} training / "
+        f"{run['n_test']} test images: {run['source']}).",
+        "",
+        "| | this run | the paper (full MNIST) |",
+        "|---|---|---|",
+    ]
+    for k in snap["key_numbers"]:
+        paper = f"{100 * k['paper']:.0f}%" if k["percent"] else f"{k['paper']:g}"
+        lines.append(f"| {k['label']} | {k['text']} | {paper} |")
+    nets = snap["networks"]
+    lines += [
+        "",
+        "Median relative output error `||f(x) - t|| / ||t||` over the ten digits, the paper's",
+        "min/max targets (natural pre-images: digits the other networks recognise, and targets):",
+        "",
+        "| method | " + " | ".join(nets) + " |",
+        "|---|" + "---|" * len(nets),
+    ]
+    for method, by in snap["inversion"].items():
+        cells = []
+        for net in nets:
+            text = _error(by.get(net)) if net in by else "-"
+            nat = snap["natural"].get(net)
+            if method == "natural pre-images" and nat and net in by:
+                text += f" ({nat['n_recognised']}/10, {nat['targets']})"
+            cells.append(text)
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def readme_block(text: str) -> str:
+    """The generated block of a README's text (markers included)."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no generated block: {START!r} ... {END!r}")
+    return text[start : end + len(END)]
+
+
+def update(out_dir: str | Path, readme: Path = README, snap_path: Path = SNAPSHOT) -> Path:
+    """Write the snapshot of ``out_dir``'s metrics and the README block made from it."""
+    snap = snapshot(out_dir)
+    write_json(snap_path, snap)
+    text = readme.read_text()
+    atomic_write(readme, text.replace(readme_block(text), render(snap)))
+    return readme

@@ -1,0 +1,68 @@
+"""The README's result tables are the rendering of the metrics snapshot they were made from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nnspaces import readme
+
+
+def test_the_readme_shows_exactly_its_snapshot():
+    snap = json.loads(readme.SNAPSHOT.read_text())
+    assert readme.readme_block(readme.README.read_text()) == readme.render(snap)
+
+
+def _run(tmp_path):
+    out = tmp_path / "run"
+    (out / "metrics").mkdir(parents=True)
+    info = {"profile": "p", "dataset": "d", "n_train": 40, "n_test": 10, "source": "s"}
+    fig1 = {**info, "network": "fcnn1", "test_accuracy": 0.875, "condition_number": 3.25}
+    method = {"median_rel_error": 0.0123}
+    fig3 = {
+        **info,
+        "networks": {
+            "fcnn1": {
+                "test_accuracy": 0.875,
+                "methods": {"descent": method},
+                "natural": {
+                    "n_recognised": 7,
+                    "chosen_weight": 0.2,
+                    "targets": "min-max",
+                    "median_rel_error": 0.5,
+                },
+            },
+            "fcnn5": {"test_accuracy": 0.5, "methods": {"descent": {"median_rel_error": 2e-7}}},
+        },
+    }
+    for name, m in (("fig1", fig1), ("fig3", fig3)):
+        (out / "metrics" / f"{name}.json").write_text(json.dumps(m))
+    return out
+
+
+def test_snapshot_and_rendering_carry_the_runs_numbers(tmp_path):
+    snap = readme.snapshot(_run(tmp_path))
+    text = readme.render(snap)
+    assert "| fcnn1 test accuracy | 87.5% | 92% |" in text
+    assert "| fcnn5 test accuracy | 50.0% | 97% |" in text
+    assert "| fcnn1 layer 1 condition number | 3.25 | 7.22 |" in text
+    assert "| resnet18 test accuracy | missing | 99% |" in text
+    assert "| `descent` | 0.012 | 2e-07 |" in text
+    assert "| `natural pre-images` | 0.5 (7/10, min-max) | - |" in text
+    assert "profile `p`, d (40 training / 10 test images: s)" in text
+
+
+def test_update_rewrites_only_the_block(tmp_path):
+    page = tmp_path / "README.md"
+    page.write_text(f"# title\n\nbefore\n{readme.START}\nold numbers\n{readme.END}\nafter\n")
+    readme.update(_run(tmp_path), page, tmp_path / "snap.json")
+    text = page.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith("\nafter\n")
+    assert "old numbers" not in text and "87.5%" in text
+    assert readme.render(json.loads((tmp_path / "snap.json").read_text())) in text
+    page.write_text("no markers")
+    with pytest.raises(ValueError, match="no generated block"):
+        readme.update(_run(tmp_path / "again"), page, tmp_path / "snap.json")
+    with pytest.raises(FileNotFoundError, match="holds no metrics"):
+        readme.snapshot(tmp_path / "empty")
