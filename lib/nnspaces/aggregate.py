@@ -33,7 +33,7 @@ import numpy as np
 
 from . import paper
 from .files import atomic_write
-from .metrics import inversion_table, key_numbers, recognition_table
+from .metrics import inversion_table, key_numbers, read_metrics, recognition_table
 from .report import TEMPLATES
 
 #: The quantities shown with their spread, in this order; inversion errors on a log scale.
@@ -132,16 +132,6 @@ def spread(values: Sequence[float | None]) -> Spread:
     return Spread(len(x), mean, std, mean - half, mean + half)
 
 
-def _read_metrics(run_dir: Path) -> dict[str, dict]:
-    out = {}
-    for path in sorted((run_dir / "metrics").glob("*.json")):
-        try:
-            out[path.stem] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
@@ -167,7 +157,7 @@ def collect(folder: Path) -> dict[str, Any]:
         record = read_record(folder, run.id) or {}
         status = record.get("status", "not run")
         ok = status == "ok"
-        metrics = _read_metrics(run_folder(folder, run.id)) if ok else {}
+        metrics = read_metrics(run_folder(folder, run.id)) if ok else {}
         runs.append(
             {
                 "id": run.id,

@@ -9,9 +9,11 @@ here and is tested in one place (``tests/test_metrics.py``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -151,6 +153,18 @@ def _accuracy(metrics: Mapping[str, dict], network: str) -> tuple[float | None, 
 
 #: Which figure's metrics file holds each network's condition number.
 CONDITION_NUMBER_FILE = {"fcnn1": Fig1Metrics.name, "resnet18": Fig2Metrics.name}
+
+
+def read_metrics(out_dir: str | Path) -> dict[str, dict]:
+    """A run's ``metrics/*.json`` by name (``{"fig1": {...}}``); unreadable files are left
+    out (the report lists them as problems)."""
+    out = {}
+    for path in sorted((Path(out_dir) / "metrics").glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:

@@ -11,13 +11,12 @@ that, so the README cannot drift from the numbers it was made from.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT
 from .files import atomic_write, write_json
-from .metrics import inversion_table, key_numbers
+from .metrics import inversion_table, key_numbers, read_metrics
 
 README = REPO_ROOT / "README.md"
 SNAPSHOT = REPO_ROOT / "docs" / "readme_numbers.json"
@@ -28,9 +27,7 @@ END = "<!-- nnspaces:numbers:end -->"
 def snapshot(out_dir: str | Path) -> dict[str, Any]:
     """What the README's tables show, read from a run's metrics files."""
     out_dir = Path(out_dir)
-    metrics = {}
-    for path in sorted((out_dir / "metrics").glob("*.json")):
-        metrics[path.stem] = json.loads(path.read_text())
+    metrics = read_metrics(out_dir)
     if not metrics:
         raise FileNotFoundError(f"{out_dir}/metrics holds no metrics: run the notebooks first")
     networks, table = inversion_table(metrics.get("fig3"))

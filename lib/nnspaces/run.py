@@ -14,7 +14,6 @@ to ``<out_dir>/notebooks/``; the notebooks themselves write figures, metrics and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from .config import PROFILES, REPO_ROOT, RESULTS, RunConfig
 from .files import write_json
-from .metrics import key_numbers
+from .metrics import key_numbers, read_metrics
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Notebooks in the order they run (later ones reuse the networks earlier ones trained).
@@ -103,12 +102,7 @@ def run_notebooks(
 
 def key_numbers_text(out_dir: Path) -> str:
     """The run's accuracies and condition numbers beside the paper's, one line each."""
-    metrics = {}
-    for path in sorted((out_dir / "metrics").glob("*.json")):
-        try:
-            metrics[path.stem] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    metrics = read_metrics(out_dir)
     return "\n".join(
         f"{k.label:45} {k.text:>8}   paper {k.reference.value:g}" for k in key_numbers(metrics)
     )
