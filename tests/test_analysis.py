@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nnspaces.analysis import analyze
-from nnspaces.models import build_model
+from nnspaces.models import build_model, frozen
 
 
 class Mixed(nn.Module):
@@ -92,10 +92,12 @@ def test_conv_rows_are_the_operator_on_the_input_the_layer_sees():
 
 
 def test_input_energy_is_the_fraction_of_the_real_inputs_in_the_row_space():
-    model = Mixed().eval()
+    model = Mixed().train()
     x = torch.rand(20, 1, 6, 6)
-    df = analyze(model, x)
-    with torch.no_grad():
+    df = analyze(model, x)  # the hooked pass runs in eval mode; the caller's mode comes back
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    model.eval()
+    with frozen(model), torch.no_grad():  # the same kernels as analyze's hooked pass
         feats = model.features(x).double().numpy()  # what the head sees
     _, S, Vh = np.linalg.svd(model.head.weight.detach().double().numpy())
     kept = np.sum((feats @ Vh[:3].T) ** 2) / np.sum(feats**2)

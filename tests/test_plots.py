@@ -55,6 +55,24 @@ def _one_of_each():
                 ]
             }
         ),
+        "spread_figure": lambda: plots.spread_figure(
+            [
+                {
+                    "kind": "k",
+                    "group": "all",
+                    "network": "n",
+                    "name": "m",
+                    "n": 3,
+                    "values": [1e-3, 2e-3, None],
+                    "mean": 1.5e-3,
+                    "low": -1e-3,
+                    "high": 4e-3,
+                    "paper": 2.5e-3,
+                }
+            ],
+            "k",
+            log=True,
+        ),
     }
 
 

@@ -201,70 +201,11 @@ def collect(folder: Path) -> dict[str, Any]:
     }
 
 
-def spread_figure(summary: list[dict], kind: str):
-    """One panel per group: each run's value (dots), the mean with its 95% interval (bar)
-    and the paper's value (red cross) of every ``kind`` quantity."""
-    import matplotlib.pyplot as plt
-
-    from .plots import style
-
-    rows = [r for r in summary if r["kind"] == kind and r["n"]]
-    groups = list(dict.fromkeys(r["group"] for r in rows))
-    with style():
-        networks = list(dict.fromkeys(r["network"] for r in rows))
-        rows = sorted(rows, key=lambda r: networks.index(r["network"]))  # by network
-        labels = list(dict.fromkeys(f"{r['network']} {r['name']}".strip() for r in rows))
-        width = max(5.0, 0.3 * len(labels) + 2.5)
-        height = 2.8 * len(groups) + (1.8 if max(map(len, labels)) > 12 else 0.6)
-        fig, axes = plt.subplots(
-            len(groups), 1, figsize=(width, height), squeeze=False, sharex=True
-        )
-        rng = np.random.default_rng(0)
-        for ax, group in zip(axes[:, 0], groups, strict=True):
-            for r in (r for r in rows if r["group"] == group):
-                x = labels.index(f"{r['network']} {r['name']}".strip())
-                v = [v for v in r["values"] if v is not None and math.isfinite(v)]
-                if kind in LOG_KINDS:
-                    v = [max(a, 1e-17) for a in v]
-                ax.plot(x + rng.uniform(-0.15, 0.15, len(v)), v, ".", color="0.45", ms=4)
-                if r["low"] is not None:
-                    low = max(r["low"], min(v)) if kind in LOG_KINDS else r["low"]  # log axis
-                    lo, hi = r["mean"] - low, r["high"] - r["mean"]
-                    ax.errorbar(
-                        x,
-                        r["mean"],
-                        yerr=[[lo], [hi]],
-                        fmt="o",
-                        color="C0",
-                        ms=4,
-                        capsize=3,
-                        lw=1.2,
-                    )
-                if r["paper"] is not None:
-                    ax.plot(x, r["paper"], "x", color="C3", ms=7, mew=2)
-            ax.set_title(group)
-            ax.set_ylabel(kind)
-            ax.set_xlim(-0.6, len(labels) - 0.4)
-            if kind in LOG_KINDS:
-                ax.set_yscale("log")
-        axes[-1, 0].set_xticks(range(len(labels)), labels, rotation=60, ha="right")
-        handles = [
-            plt.Line2D([], [], ls="", marker=".", color="0.45", label="one run"),
-            plt.Line2D([], [], ls="-", marker="o", color="C0", label="mean, 95% interval"),
-            plt.Line2D([], [], ls="", marker="x", color="C3", mew=2, label="paper (MNIST)"),
-        ]
-        axes[0, 0].legend(
-            handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False
-        )
-        fig.tight_layout()
-    return fig
-
-
 def write_sweep_report(folder: str | Path) -> Path:
     """Write the sweep's table.csv, summary.csv, figures and index.html; return its path."""
     import matplotlib.pyplot as plt
 
-    from .plots import save_figure
+    from .plots import save_figure, spread_figure
 
     folder = Path(folder)
     if not (folder / "sweep.json").is_file():
@@ -290,7 +231,7 @@ def write_sweep_report(folder: str | Path) -> Path:
     for kind in KINDS:
         if any(r["kind"] == kind and r["n"] for r in data["summary"]):
             name = kind.replace(" ", "_")
-            fig = spread_figure(data["summary"], kind)
+            fig = spread_figure(data["summary"], kind, log=kind in LOG_KINDS)
             save_figure(fig, folder / "figures" / f"{name}.png")
             plt.close(fig)
             figures.append({"kind": kind, "src": f"figures/{name}.png"})

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import REGISTRY, network_name
+from .models import REGISTRY, frozen, network_name
 from .operators import ConvOperator, Spectrum, row_space_energy, spectrum
 from .spaces import condition_number, conv_as_matrix
 
@@ -242,20 +242,15 @@ def analyze(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"analyze needs a torch nn.Module, got {type(model).__name__}")
-    model = model.eval()
     param = next(model.parameters(), None)
     if eps is None:
         eps = float(torch.finfo(param.dtype).eps) if param is not None else 2.0**-23
     batch, real = _batch(model, data, input_shape, n_images)
     inputs = {}
     if batch is not None:
-        inputs = _capture(
-            model,
-            batch.to(
-                param.device if param is not None else "cpu",
-                param.dtype if param is not None else torch.float32,
-            ),
-        )
+        device, dtype = (param.device, param.dtype) if param is not None else ("cpu", None)
+        with frozen(model):  # eval mode for the hooked pass; the caller's mode comes back
+            inputs = _capture(model, batch.to(device, dtype))
     dense_limit = DENSE_LIMIT if dense_limit is None else dense_limit
     rows, covered = [], set()
     for name, module in model.named_modules():
@@ -283,7 +278,7 @@ def analyze(
                 has_weights = any(True for _ in module.parameters())
                 reason = f"{kind} is not a layer type analyze knows" if has_weights else _NO_WEIGHTS
             rows.append(_skip(name, kind, reason))
-        elif name not in covered:  # a container's own parameters (a class token, positions)
+        else:  # a container's own parameters (a class token, positions)
             for pname, _ in module.named_parameters(recurse=False):
                 rows.append(
                     _skip(

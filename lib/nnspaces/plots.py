@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -282,5 +283,59 @@ def frontier(
         twin.set_ylabel("classes recognised by the others", color="C1")
         twin.axhline(9, c="C1", lw=0.6, ls=":")
         ax.set_title(name)
+    fig.tight_layout()
+    return fig
+
+
+@styled
+def spread_figure(summary: Sequence[dict], kind: str, *, log: bool = False) -> plt.Figure:
+    """A sweep's spread of one ``kind`` of quantity (rows of
+    :func:`nnspaces.aggregate.collect`'s summary), one panel per group of runs: each run's
+    value (dots), the mean with its 95% interval (bar) and the paper's value (red cross)."""
+    rows = [r for r in summary if r["kind"] == kind and r["n"]]
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    networks = list(dict.fromkeys(r["network"] for r in rows))
+    rows = sorted(rows, key=lambda r: networks.index(r["network"]))  # by network
+    labels = list(dict.fromkeys(f"{r['network']} {r['name']}".strip() for r in rows))
+    width = max(5.0, 0.3 * len(labels) + 2.5)
+    height = 2.8 * len(groups) + (1.8 if max(map(len, labels)) > 12 else 0.6)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(width, height), squeeze=False, sharex=True)
+    rng = np.random.default_rng(0)
+    for ax, group in zip(axes[:, 0], groups, strict=True):
+        for r in (r for r in rows if r["group"] == group):
+            x = labels.index(f"{r['network']} {r['name']}".strip())
+            v = [v for v in r["values"] if v is not None and math.isfinite(v)]
+            if log:
+                v = [max(a, 1e-17) for a in v]
+            ax.plot(x + rng.uniform(-0.15, 0.15, len(v)), v, ".", color="0.45", ms=4)
+            if r["low"] is not None:
+                low = max(r["low"], min(v)) if log else r["low"]  # log axis
+                lo, hi = r["mean"] - low, r["high"] - r["mean"]
+                ax.errorbar(
+                    x,
+                    r["mean"],
+                    yerr=[[lo], [hi]],
+                    fmt="o",
+                    color="C0",
+                    ms=4,
+                    capsize=3,
+                    lw=1.2,
+                )
+            if r["paper"] is not None:
+                ax.plot(x, r["paper"], "x", color="C3", ms=7, mew=2)
+        ax.set_title(group)
+        ax.set_ylabel(kind)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        if log:
+            ax.set_yscale("log")
+    axes[-1, 0].set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    handles = [
+        plt.Line2D([], [], ls="", marker=".", color="0.45", label="one run"),
+        plt.Line2D([], [], ls="-", marker="o", color="C0", label="mean, 95% interval"),
+        plt.Line2D([], [], ls="", marker="x", color="C3", mew=2, label="paper (MNIST)"),
+    ]
+    axes[0, 0].legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False
+    )
     fig.tight_layout()
     return fig
