@@ -3,7 +3,6 @@ relative; text from files escaped; missing parts reported; files others can read
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -17,6 +16,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from helpers import PNG, formulas_notebook
 from torch import nn
 
 from nnspaces import paper
@@ -25,11 +25,6 @@ from nnspaces.inversion import InversionResult, evaluate_images
 from nnspaces.metrics import Fig1Metrics, Fig3Metrics, key_numbers
 from nnspaces.report import CAPTIONS, MATHJAX_DIR, write_report
 
-# a 1x1 PNG, enough for an <img>
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082"
-)
 # what RunContext.save_metrics writes beside each figure's metrics
 DATA = {
     "profile": "smoke",
@@ -270,29 +265,6 @@ def test_links_resolve_and_are_relative(run_dir):
     rendered = (run_dir / "html" / "fig1_fcnn_signal_space.html").read_text()
     assert "the answer 42" in rendered
     assert "http" not in index.read_text()  # no CDN: the page works offline
-
-
-def formulas_notebook(path: Path) -> None:
-    """An executed notebook with an inline and a displayed formula, and a figure."""
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_markdown_cell(
-                "# Formulas\n\nInline $x^2$, and on a line of its own\n\n$$\\sigma_1 = \\|W\\|_2$$"
-            ),
-            nbformat.v4.new_code_cell(
-                "show()",
-                execution_count=1,
-                outputs=[
-                    nbformat.v4.new_output(
-                        "display_data",
-                        data={"image/png": base64.b64encode(PNG).decode(), "text/plain": "<Fig>"},
-                    )
-                ],
-            ),
-        ]
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
 
 
 def test_rendered_notebooks_load_nothing_from_the_network(tmp_path):
