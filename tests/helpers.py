@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import stat
+from pathlib import Path
 
+import nbformat
 import torch
 from torch import nn
+
+# a 1x1 PNG, enough for an <img>
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082"
+)
 
 
 @contextlib.contextmanager
@@ -85,3 +94,26 @@ def interrupting_run(job: dict) -> dict:
     if job["parameters"]["seed"] == 1:
         raise KeyboardInterrupt
     return fake_run(job)
+
+
+def formulas_notebook(path: Path) -> None:
+    """An executed notebook with an inline and a displayed formula, and a figure."""
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell(
+                "# Formulas\n\nInline $x^2$, and on a line of its own\n\n$$\\sigma_1 = \\|W\\|_2$$"
+            ),
+            nbformat.v4.new_code_cell(
+                "show()",
+                execution_count=1,
+                outputs=[
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={"image/png": base64.b64encode(PNG).decode(), "text/plain": "<Fig>"},
+                    )
+                ],
+            ),
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)

@@ -3,7 +3,9 @@
 Opens a copy of notebooks/explore.ipynb (smoke-sized parameters injected the way papermill
 does), runs every cell, moves the signal-space slider by key presses and checks that the image
 changes, runs an inversion and checks that its result appears. Screenshots go to
-results/browser/. Skipped only where Chromium or Playwright is missing.
+results/browser/. And opens a run's report from disk with every request that would leave the
+machine blocked: its pages must still show their figures and typeset formulas. Skipped only
+where Chromium or Playwright is missing.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import PNG, formulas_notebook
 
 from nnspaces.config import PROFILES, REPO_ROOT
+from nnspaces.report import write_report
 
 pytestmark = pytest.mark.browser
 
@@ -41,6 +45,9 @@ SCREENSHOTS = REPO_ROOT / "results" / "browser"
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore.ipynb"
 STARTUP_S = 90  # JupyterLab up and answering
 CELLS_S = 150  # every cell of the notebook executed, widgets drawn
+MATHJAX_S = 60  # a rendered notebook's formulas typeset
+#: URLs that stay on this machine; the offline test blocks every other request
+LOCAL = ("file://", "data:", "about:", "blob:", "http://127.0.0.1", "http://localhost")
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install playwright)"
@@ -248,3 +255,67 @@ def test_explorer_in_jupyterlab(jupyter_lab, page):
     sync_api.expect(info).to_contain_text("i = 0,")
     title.scroll_into_view_if_needed()
     _shot(page, "05_resnet18_kernels")
+
+
+def test_report_works_offline(tmp_path):
+    """index.html and a rendered notebook, opened from disk with every non-local request
+    blocked: the figures load, MathJax (the report's own copy) typesets the formulas."""
+    out = tmp_path / "results" / "smoke"
+    formulas_notebook(out / "notebooks" / "formulas.ipynb")
+    (out / "figures").mkdir()
+    (out / "figures" / "fig1.png").write_bytes(PNG)
+    index = write_report(out)
+    blocked: list[str] = []  # requests that would have left the machine
+    missing: list[str] = []  # local files a page asked for and did not get
+
+    def route(r) -> None:
+        if r.request.url.startswith(LOCAL):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    def left(what: str) -> str:
+        return f"{what}; blocked requests: {blocked or 'none'}; missing files: {missing or 'none'}"
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", route)
+            page.on(
+                "requestfailed",
+                lambda r: missing.append(r.url) if r.url.startswith("file:") else None,
+            )
+            page.goto(index.as_uri())
+            images = "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+            page.wait_for_function(images, timeout=10_000)
+            page.locator("#notebooks a", has_text="HTML").click()
+            page.wait_for_url("**/html/formulas.html")
+            assert not blocked, left("the rendered notebook asked the network for something")
+            try:  # MathJax 2 done: started up, its queue empty, the display formula drawn
+                page.wait_for_function(
+                    "() => window.MathJax && MathJax.isReady && MathJax.Hub.queue.pending === 0"
+                    " && document.querySelector('.MathJax_Display .MathJax')",
+                    timeout=MATHJAX_S * 1000,
+                )
+            except sync_api.TimeoutError:
+                pytest.fail(left(f"MathJax typeset nothing in {MATHJAX_S} s"))
+            typeset = page.evaluate(
+                """() => ({
+                    formulas: document.querySelectorAll('.MathJax').length,
+                    errors: document.querySelectorAll('.MathJax .merror').length,
+                    font: MathJax.OutputJax['HTML-CSS'].fontInUse,
+                    text: [...document.querySelectorAll('.jp-MarkdownCell')]
+                        .map(c => c.innerText).join(' '),
+                    images: [...document.images].every(i => i.complete && i.naturalWidth > 0),
+                })"""
+            )
+        finally:
+            browser.close()
+    assert not blocked, left("the report asked the network for something")
+    assert not missing, left("the report asked for local files that are not there")
+    assert typeset["formulas"] == 2 and not typeset["errors"], left(f"typeset: {typeset}")
+    assert "$" not in typeset["text"], left(f"raw LaTeX left: {typeset['text']!r}")
+    assert typeset["font"] == "STIX-Web", left(f"MathJax's fonts not found: {typeset}")
+    assert typeset["images"], left("an image of the rendered notebook did not load")

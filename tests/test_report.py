@@ -6,28 +6,25 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import stat
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import nbformat
 import numpy as np
 import pytest
 import torch
+from helpers import PNG, formulas_notebook
 from torch import nn
 
 from nnspaces import paper
 from nnspaces.comparison import NaturalPreimages
 from nnspaces.inversion import InversionResult, evaluate_images
 from nnspaces.metrics import Fig1Metrics, Fig3Metrics, key_numbers
-from nnspaces.report import CAPTIONS, write_report
+from nnspaces.report import CAPTIONS, MATHJAX_DIR, write_report
 
-# a 1x1 PNG, enough for an <img>
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082"
-)
 # what RunContext.save_metrics writes beside each figure's metrics
 DATA = {
     "profile": "smoke",
@@ -270,6 +267,42 @@ def test_links_resolve_and_are_relative(run_dir):
     assert "http" not in index.read_text()  # no CDN: the page works offline
 
 
+def test_rendered_notebooks_load_nothing_from_the_network(tmp_path):
+    """Every script, style and image of a rendered notebook is in the report's folder or in
+    the page: MathJax from the folder's own copy, no require.js or widget manager from a CDN."""
+    out = tmp_path / "smoke"
+    formulas_notebook(out / "notebooks" / "formulas.ipynb")
+    write_report(out)
+    rendered = out / "html" / "formulas.html"
+    text = rendered.read_text()
+    links = parse(rendered).links
+    remote = [u for u in links if urlsplit(u).scheme not in ("", "data") or u.startswith("//")]
+    assert not remote, f"the rendered notebook loads from the network: {remote}"
+    for link in links:
+        if not link.startswith("data:"):
+            assert (rendered.parent / unquote(urlsplit(link).path)).is_file(), link
+    mathjax = [u for u in links if urlsplit(u).path.endswith("MathJax.js")]
+    assert mathjax == [
+        f"../{MATHJAX_DIR.as_posix()}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+    ]
+    for config in urlsplit(mathjax[0]).query.removeprefix("config=").split(","):
+        assert (out / MATHJAX_DIR / "config" / f"{config}.js").is_file(), config
+    assert any(u.startswith("data:image/png;base64,") for u in links)  # the figure, in the page
+    assert "$x^2$" in text  # left to MathJax, in the browser: tests/test_browser.py
+    scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", text, flags=re.DOTALL)
+    assert not [s for s in scripts if re.search(r"https?://", s)], "a script loads from a CDN"
+    assert not re.search(r"""(url\(|@import)\s*["']?(https?:)?//""", text), "a style loads one"
+
+    # MathJax is copied once: a second report leaves the copy as it is, mends what changed
+    copy = out / MATHJAX_DIR / "MathJax.js"
+    config = out / MATHJAX_DIR / "config" / "Safe.js"
+    before = copy.stat().st_mtime_ns
+    config.write_text("// edited")
+    write_report(out)
+    assert copy.stat().st_mtime_ns == before
+    assert config.read_text() != "// edited"
+
+
 def test_a_moved_folder_still_finds_its_notebooks(run_dir, tmp_path):
     moved = tmp_path / "elsewhere"
     run_dir.rename(moved)
@@ -345,7 +378,11 @@ def test_files_are_readable_by_everyone_under_umask_022(run_dir):
         index = write_report(run_dir)
     finally:
         os.umask(old)
-    for path in (index, run_dir / "html" / "fig1_fcnn_signal_space.html"):
+    for path in (
+        index,
+        run_dir / "html" / "fig1_fcnn_signal_space.html",
+        run_dir / MATHJAX_DIR / "MathJax.js",
+    ):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
     assert not [p.name for p in run_dir.rglob(".*.tmp*")]  # no temporary files left
 

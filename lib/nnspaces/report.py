@@ -5,7 +5,9 @@ the data used, run times, and each executed notebook rendered to HTML.
 
 :func:`write_report` reads what a run left in its folder (``run.json``, ``metrics/*.json``,
 ``figures/*.png``, ``notebooks/*.ipynb``) and renders ``templates/report.html`` (jinja2,
-autoescaped) to ``index.html`` beside them, with the notebooks rendered under ``html/``. The
+autoescaped) to ``index.html`` beside them, with the notebooks rendered under ``html/``
+(nbconvert, ``templates/nbconvert/nnspaces-lab``: the lab template with nothing from a CDN; the
+formulas typeset by the copy of MathJax under ``_static/mathjax``, so it all works offline). The
 numbers come from the metrics files through :func:`nnspaces.metrics.key_numbers` and
 :func:`nnspaces.metrics.inversion_table`, the paper's from :mod:`nnspaces.paper`. Links and
 images are relative, so the folder can be moved or zipped whole. Anything missing or
@@ -16,6 +18,8 @@ never silently dropped.
 from __future__ import annotations
 
 import datetime as _dt
+import filecmp
+import importlib.util
 import json
 import math
 import os
@@ -99,6 +103,27 @@ METRICS = ("fig1", "fig2", "fig3")
 #: What :meth:`nnspaces.config.RunContext.save_metrics` writes beside each figure's metrics.
 DATA_KEYS = ("profile", "dataset", "n_train", "n_val", "n_test", "source")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: The nbconvert template the notebooks are rendered with (under ``templates/nbconvert``).
+NBCONVERT_TEMPLATE = "nnspaces-lab"
+#: Where in a report's folder MathJax goes, and the part of jupyter-server-mathjax's MathJax 2
+#: the rendered notebooks load: TeX input, HTML-CSS output with its STIX-Web fonts (not the SVG
+#: output, the accessibility extensions or the translations of its menus).
+MATHJAX_DIR = Path("_static") / "mathjax"
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+MATHJAX_FILES = (
+    "LICENSE",
+    "MathJax.js",
+    "config/TeX-AMS-MML_HTMLorMML-full.js",
+    "config/Safe.js",
+    "extensions/*.js",
+    "extensions/TeX/*.js",
+    "extensions/HTML-CSS/*.js",
+    "extensions/MathML/*.js",
+    "jax/input/TeX/*.js",
+    "jax/element/mml/**/*.js",
+    "jax/output/HTML-CSS/**/*.js",
+    "fonts/HTML-CSS/STIX-Web/woff/*.woff",
+)
 
 
 @dataclass
@@ -107,6 +132,7 @@ class _Folder:
 
     out_dir: Path
     problems: list[str] = field(default_factory=list)
+    mathjax: Path | None = None  # MathJax.js, once copied into the folder
 
     def read_json(self, path: Path) -> Any:
         if not path.is_file():
@@ -244,15 +270,42 @@ def _notebook_path(folder: _Folder, row: dict) -> Path | None:
     return next((p for p in candidates if p.is_file() and folder.holds(p)), None)
 
 
+def _copy_mathjax(out_dir: Path) -> Path:
+    """Copy :data:`MATHJAX_FILES` from jupyter-server-mathjax into ``out_dir/MATHJAX_DIR``
+    (only those missing or different there) and return the copy's ``MathJax.js``."""
+    spec = importlib.util.find_spec("jupyter_server_mathjax")  # not imported: it loads a server
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("jupyter-server-mathjax is not installed: it ships MathJax")
+    source = Path(next(iter(spec.submodule_search_locations))) / "static"
+    for pattern in MATHJAX_FILES:
+        files = sorted(source.glob(pattern))
+        if not files:
+            raise FileNotFoundError(f"jupyter-server-mathjax has no {pattern} in {source}")
+        for src in files:
+            dest = out_dir / MATHJAX_DIR / src.relative_to(source)
+            if not (dest.is_file() and filecmp.cmp(src, dest, shallow=False)):
+                atomic_write(dest, src.read_bytes())
+    return out_dir / MATHJAX_DIR / "MathJax.js"
+
+
 def _render_notebook(folder: _Folder, ipynb: Path) -> tuple[Path | None, str]:
     """Render an executed notebook to ``html/<name>.html``; (path, "") or (None, why not)."""
+    target = folder.out_dir / "html" / f"{ipynb.stem}.html"
     try:
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter(template_name="lab").from_filename(str(ipynb))
-    except Exception as e:  # a corrupt or half-written notebook: say so, keep going
+        if folder.mathjax is None:
+            folder.mathjax = _copy_mathjax(folder.out_dir)
+        mathjax = quote(Path(os.path.relpath(folder.mathjax, target.parent)).as_posix())
+        body, _ = HTMLExporter(
+            template_name=NBCONVERT_TEMPLATE,
+            extra_template_basedirs=[str(TEMPLATES / "nbconvert")],
+            mathjax_url=f"{mathjax}?config={MATHJAX_CONFIG}",
+            embed_images=True,  # a markdown image of a local file: in the page, as data
+        ).from_filename(str(ipynb))
+    except Exception as e:  # a corrupt notebook, no MathJax to copy: say so, keep going
         return None, f"could not render: {type(e).__name__}: {e}"
-    return atomic_write(folder.out_dir / "html" / f"{ipynb.stem}.html", body), ""
+    return atomic_write(target, body), ""
 
 
 def _notebooks(folder: _Folder, run: dict | None, render: bool) -> tuple[list[dict], str]:
