@@ -230,6 +230,8 @@ class SeluInverter:
         *,
         margin: float = 1e-3,
         box: tuple[float, float] | None = None,
+        noise: float = 0.0,
+        rng: np.random.Generator | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The backward walk: inputs ``(B, n)`` that give outputs ``T`` ``(B, K)``.
 
@@ -258,7 +260,11 @@ class SeluInverter:
                 lo, hi = box
             else:
                 lo, hi = -math.inf, math.inf
-            H = self.solve_layer(k, Z - layer.b, acts[k], lo, hi, ok, reasons)
+            Q, null = acts[k], layer.spaces.null_space
+            if noise > 0 and null.shape[1]:
+                rms = np.sqrt(np.mean(Q**2, axis=1, keepdims=True)) + 1e-12
+                Q = Q + noise * rms * (rng.standard_normal((len(Q), null.shape[1])) @ null.T)
+            H = self.solve_layer(k, Z - layer.b, Q, lo, hi, ok, reasons)
         return H, ok, reasons
 
 
@@ -339,22 +345,28 @@ def null_space_samples(
     margin: float = 1e-3,
     box: bool = False,
     seed: int = 0,
+    layers: str = "first",
 ) -> tuple[torch.Tensor, np.ndarray, list[str]]:
     """``k`` different inputs of a SELU stack that all give the output ``target`` ``(K,)``.
 
-    The exact inverse (closest to ``reference``: one image ``(1, *shape)``, its batch
-    dimension kept, or a flat ``(n,)``)
-    fixes the first layer's pre-activation ``z1``; its pre-image set is ``W1^+ (z1 - b1) + N
-    w``. Each sample is the point of that set closest to ``reference`` plus a random
-    null-space vector (std ``scale`` times the reference's RMS per null-space coordinate;
-    seeded), moved inside [0, 1] where possible with ``box``. Returns images ``(k, *shape)``,
-    success ``(k,)`` and the reasons of failed rows (their images NaN).
+    ``layers="first"``: the exact inverse (closest to ``reference``: one image ``(1,
+    *shape)``, its batch dimension kept, or a flat ``(n,)``) fixes the first layer's
+    pre-activation ``z1``; its pre-image set is ``W1^+ (z1 - b1) + N w``, and each sample is
+    the point of that set closest to ``reference`` plus a random null-space vector (std
+    ``scale`` times the reference's RMS per null-space coordinate; seeded). ``layers="all"``:
+    the follow-up paper's backward inversion, a random null-space vector at every layer that
+    has a null space (:meth:`SeluInverter.invert` with ``noise=scale``); a draw fails where its
+    choices leave nothing admissible below. With ``box`` the images are moved inside [0, 1]
+    where possible. Returns images ``(k, *shape)``, success ``(k,)`` and the reasons of failed
+    rows (their images NaN).
     """
     inverter = selu_inverter(model)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k={k!r} must be an integer >= 1")
     if not scale >= 0:
         raise ValueError(f"scale={scale!r} must be >= 0")
+    if layers not in ("first", "all"):
+        raise ValueError(f"layers={layers!r}; allowed: first, all")
     t = torch.as_tensor(target).detach().cpu().double().reshape(1, -1)
     if t.shape[1] != inverter.n_outputs:
         raise ValueError(f"target has {t.shape[1]} values; the network has {inverter.n_outputs}")
@@ -364,17 +376,42 @@ def null_space_samples(
             f"reference has {ref.numel()} values; the network takes {inverter.n_inputs}"
         )
     shape = ref.shape[1:] if ref.shape[0] == 1 and ref.dim() > 1 else ref.shape
+    P = np.repeat(ref.double().reshape(1, -1).numpy(), k, axis=0)
+    rng = np.random.default_rng(seed)
+    lo, hi = (0.0, 1.0) if box else (-math.inf, math.inf)
+    if layers == "all":
+        T = np.repeat(t.numpy(), k, axis=0)
+        X, ok, reasons = inverter.invert(
+            T, P, margin=margin, box=(lo, hi) if box else None, noise=scale, rng=rng
+        )
+        return torch.from_numpy(X).reshape(k, *shape), ok, reasons
     x1, ok1, reasons1, _ = exact_images(
         inverter, t, ref.reshape(1, -1), margin=margin, hidden="auto"
     )
     first = inverter.layers[0]
     D = np.repeat(x1.numpy() @ first.W.T, k, axis=0)  # W1 x = z1 - b1
-    P = np.repeat(ref.double().reshape(1, -1).numpy(), k, axis=0)
     rms = float(np.sqrt(np.mean(P[0] ** 2))) + 1e-12
     null = first.spaces.null_space
-    coeffs = np.random.default_rng(seed).standard_normal((k, null.shape[1]))
+    coeffs = rng.standard_normal((k, null.shape[1]))
     Q = P + scale * rms * coeffs @ null.T
     ok, reasons = np.repeat(ok1, k), reasons1 * k
-    lo, hi = (0.0, 1.0) if box else (-math.inf, math.inf)
     X = inverter.solve_layer(0, D, Q, lo, hi, ok, reasons)
     return torch.from_numpy(X).reshape(k, *shape), ok, reasons
+
+
+def diversity(images: torch.Tensor) -> dict[str, float]:
+    """How different images ``(k, ...)`` are (NaN rows, failed samples, left out): the
+    number kept, and the mean and smallest pairwise RMS pixel difference
+    ``sqrt(mean((x_i - x_j)^2))`` over pairs ``i < j`` (NaN with fewer than two)."""
+    X = torch.as_tensor(images).detach().double().reshape(len(images), -1)
+    X = X[~torch.isnan(X).any(1)]
+    n = len(X)
+    if n < 2:
+        return {"n": n, "mean_rms_difference": math.nan, "min_rms_difference": math.nan}
+    d = torch.cdist(X, X) / math.sqrt(X.shape[1])
+    pairs = d[torch.triu_indices(n, n, 1).unbind()]
+    return {
+        "n": n,
+        "mean_rms_difference": float(pairs.mean()),
+        "min_rms_difference": float(pairs.min()),
+    }

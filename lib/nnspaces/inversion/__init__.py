@@ -25,21 +25,25 @@ from torch import nn
 from ..data import Dataset
 from ..exact import HIDDEN, exact_images, selu_inverter
 from ..models import frozen, is_selu_stack, model_as, n_outputs_of, network_name
+from ..training import predict
 from .methods import ALIASES, COMPARED, METHODS, Method, applicable, get_method, method_names
 from .priors import PRIORS, PriorTerms, check_priors
 from .results import InversionResult, combine_best, evaluate_images, take_rows
-from .solvers import PRESETS, Callback, Preset, first_order, newton
+from .solvers import PRESETS, Callback, Preset, first_order, levenberg_marquardt, newton
 from .targets import (
+    PROB_LEVEL,
     STARTS,
     TARGETS,
     ScoreStats,
     check_classes,
     check_fraction,
+    check_level,
     check_name,
     check_percentiles,
     check_targets,
     class_averages,
     make_targets,
+    probability_targets,
     score_stats,
     start_images,
 )
@@ -64,6 +68,7 @@ __all__ = [
     "invert",
     "make_targets",
     "method_names",
+    "probability_targets",
     "score_stats",
     "start_images",
     "take_rows",
@@ -81,16 +86,20 @@ class InvertOptions:
 
     ``preset``: a key of :data:`PRESETS` (default: the method's own); ``steps`` / ``lr``
     override it. ``tol``: a class succeeds when its relative output error is <= ``tol``.
-    ``percentiles``: the low / high percentiles of ``percentile`` targets. ``fraction``: the
-    share of class images ``avg-min-img`` averages. ``margin``: how far inside SELU's range
-    ``exact`` keeps hidden values; ``hidden``: where ``exact`` takes them from (see
-    :func:`nnspaces.exact.exact_images`). ``callback_every``: steps between callbacks.
+    ``level``: the class probability ``probability`` targets ask for (a class succeeds when
+    it reaches it). ``percentiles``: the low / high percentiles of ``percentile`` targets.
+    ``fraction``: the share of class images ``avg-min-img`` averages. ``margin``: how far
+    inside SELU's range ``exact`` keeps hidden values; ``hidden``: where ``exact`` takes them
+    from (see :func:`nnspaces.exact.exact_images`). ``callback_every``: steps between
+    callbacks. Iterative solvers other than ``newton`` stop once every class is within half
+    of ``tol``.
     """
 
     preset: str | None = None
     steps: int | None = None
     lr: float | None = None
     tol: float = 1e-4
+    level: float = PROB_LEVEL
     percentiles: tuple[float, float] = (25.0, 75.0)
     fraction: float = 0.25
     margin: float = 1e-3
@@ -108,6 +117,7 @@ class InvertOptions:
             raise ValueError(f"lr={lr!r} must be a finite number > 0")
         if not (isinstance(self.tol, int | float) and self.tol > 0):
             raise ValueError(f"tol={self.tol!r} must be a number > 0")
+        check_level(self.level)
         check_percentiles(self.percentiles)
         check_fraction(self.fraction)
         if not self.margin > 0:
@@ -187,7 +197,16 @@ def invert(
     xy = _data_xy(data)
     start_name = m.start if (m.fixed_start or start is None) else start
     start_name = start_name if isinstance(start_name, str) else None
-    needs_stats = isinstance(targets, str) or start_name in ("min-img", "avg-min-img")
+    by_prob = targets == "probability"
+    if by_prob and start_name in ("min-img", "avg-min-img"):
+        raise ValueError(
+            f"start {start_name!r} is chosen by its distance to the targets, but probability "
+            "targets are made from the start image; use start 'avg-img' or give images"
+        )
+    needs_stats = (isinstance(targets, str) and not by_prob) or start_name in (
+        "min-img",
+        "avg-min-img",
+    )
     if (needs_stats or start_name or "l2-avg" in priors) and xy is None:
         raise ValueError(
             f"method {method!r} with start {start_name!r} / named targets / 'l2-avg' needs "
@@ -195,7 +214,9 @@ def invert(
         )
     if needs_stats and stats is None:
         stats = score_stats(model, *xy, device=device)
-    if isinstance(targets, str):
+    if by_prob:
+        t = None  # made from the start image's outputs below
+    elif isinstance(targets, str):
         t = make_targets(stats, targets, classes, percentiles=opts.percentiles)
     else:
         t = check_targets(targets, len(classes), n_out)
@@ -213,6 +234,9 @@ def invert(
         x0 = torch.as_tensor(start).detach()
         if x0.shape[0] != len(classes):
             raise ValueError(f"{x0.shape[0]} start images for {len(classes)} classes")
+    if by_prob:
+        z0 = predict(model_as(model, torch.float64, device), x0.double(), device=device)
+        t = probability_targets(z0, classes, opts.level)
     x0 = x0.cpu()
     settings: dict = {
         "start": start_name or "given",
@@ -220,7 +244,16 @@ def invert(
         "device": str(device),
         "seed": seed,
     }
-    measure = dict(network=network, start=x0, tol=opts.tol, device=device, settings=settings)
+    if by_prob:
+        settings["level"] = opts.level
+    measure = dict(
+        network=network,
+        start=x0,
+        tol=opts.tol,
+        level=opts.level if by_prob else None,
+        device=device,
+        settings=settings,
+    )
 
     if m.solver == "none":
         return evaluate_images(
@@ -247,7 +280,8 @@ def invert(
     averages = class_averages(*xy, classes) if "l2-avg" in priors else None
     preset = PRESETS[opts.preset or m.preset]
     steps, lr = opts.steps or preset.steps, opts.lr or preset.lr
-    dtype = torch.float64 if (m.solver == "newton" and is_selu_stack(model)) else torch.float32
+    root = m.solver in ("newton", "lm")
+    dtype = torch.float64 if (root and is_selu_stack(model)) else torch.float32
     work = model_as(model, dtype, device)
     xs, tt = x0.to(device, dtype), t.to(device, dtype)
     settings |= {
@@ -262,11 +296,17 @@ def invert(
         callback=callback,
         callback_every=opts.callback_every,
         progress=progress,
-        stop_tol=1e-12 if dtype == torch.float64 else 1e-7,
+        # Newton converges to the rounding floor; the others stop once every class is within
+        # half the tolerance (float32 against the float64 measurement: a margin of 2)
+        stop_tol=(1e-12 if dtype == torch.float64 else 1e-7)
+        if m.solver == "newton"
+        else opts.tol / 2,
     )
     with frozen(work):
         if m.solver == "newton":
             x, done, hist = newton(work, xs, tt, **common)
+        elif m.solver == "lm":
+            x, done, hist = levenberg_marquardt(work, xs, tt, box=m.box, **common)
         else:
             terms = PriorTerms(
                 work, priors, averages.to(device, dtype) if averages is not None else None

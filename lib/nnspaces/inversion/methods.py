@@ -14,6 +14,8 @@ training    the paper's "+training": SGD on the image against the MSE, lr 1e-4, 
 exact       SELU stacks only: walk backward through the layers' vector spaces, each pre-image
             closest to the start image (the reference)
 newton      minimum-norm Gauss-Newton root finding with the input Jacobian and a line search
+lm          Levenberg-Marquardt root finding (the follow-up paper's solver), adaptive damping
+lm-box      the same inside [0, 1]: pixels held at a bound, trials clipped to the box
 descent     Adam on the relative squared output error (plus optional priors), decaying step
 box         the same, projected onto pixels in [0, 1] after every step
 ==========  =====================================================================================
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..models import selu_stack_layers
-from .targets import STARTS
+from .targets import PAPER_STARTS
 
 
 def _any_model(model: nn.Module) -> None:
@@ -39,7 +41,7 @@ def _any_model(model: nn.Module) -> None:
 class Method:
     """One inversion method.
 
-    ``solver``: the code that runs it (``none``, ``training``, ``exact``, ``newton``,
+    ``solver``: the code that runs it (``none``, ``training``, ``exact``, ``newton``, ``lm``,
     ``descent``, ``box``). ``start``: its start image (the reference for ``exact``) unless
     the caller gives one; ``fixed_start``: an alias that names its start, which the caller
     may not change. ``preset``: key of ``PRESETS`` for iterative methods, else None.
@@ -88,6 +90,8 @@ METHODS: dict[str, Method] = {
         Method(
             "newton", "newton", "Gauss-Newton root finding on the input Jacobian", preset="newton"
         ),
+        Method("lm", "lm", "Levenberg-Marquardt root finding, adaptive damping", preset="lm"),
+        Method("lm-box", "lm", "Levenberg-Marquardt inside [0, 1]", preset="lm", box=True),
         Method(
             "descent",
             "descent",
@@ -109,13 +113,13 @@ METHODS: dict[str, Method] = {
 #: The paper's composite names: ``<start>`` is ``start`` from that image, ``<start>+training``
 #: is ``training`` from it.
 ALIASES: dict[str, tuple[str, str]] = {
-    **{s: ("start", s) for s in STARTS if s != "avg-img+noise"},
-    **{f"{s}+training": ("training", s) for s in STARTS if s != "avg-img+noise"},
+    **{s: ("start", s) for s in PAPER_STARTS},
+    **{f"{s}+training": ("training", s) for s in PAPER_STARTS},
 }
 
 #: What the comparison, the benchmark and the explorer run, in this order: the paper's six,
-#: then this library's four.
-COMPARED: tuple[str, ...] = (*ALIASES, "exact", "newton", "descent", "box")
+#: then this library's, and the follow-up paper's Levenberg-Marquardt.
+COMPARED: tuple[str, ...] = (*ALIASES, "exact", "newton", "lm", "lm-box", "descent", "box")
 
 
 def method_names() -> tuple[str, ...]:

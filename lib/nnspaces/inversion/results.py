@@ -144,6 +144,7 @@ def evaluate_images(
     start: torch.Tensor | None = None,
     seconds: float = 0.0,
     tol: float = 1e-4,
+    level: float | None = None,
     require_box: bool = False,
     ok: np.ndarray | None = None,
     reasons: Sequence[str] | None = None,
@@ -154,8 +155,9 @@ def evaluate_images(
 ) -> InversionResult:
     """Measure images ``(C, *shape)`` against targets ``(C, K)`` (float64 forward pass).
 
-    A class succeeds when its relative error is <= ``tol`` (and, with ``require_box``, all
-    its pixels lie in [0, 1]) and it did not already fail (``ok`` False with a reason).
+    A class succeeds when its relative error is <= ``tol`` (with a probability ``level``:
+    when its softmax probability is >= ``level`` instead), with ``require_box`` all its
+    pixels lie in [0, 1], and it did not already fail (``ok`` False with a reason).
     ``network`` labels the result (default :func:`nnspaces.models.network_name`).
     """
     device = torch.device(device)
@@ -183,7 +185,10 @@ def evaluate_images(
     for i in range(C):
         if not success[i]:
             continue
-        if not rel[i] <= tol:
+        if level is not None and not prob[i] >= level:
+            success[i] = False
+            reason[i] = f"p(c) {prob[i]:.3g} < level {level:g}"
+        elif level is None and not rel[i] <= tol:
             success[i] = False
             reason[i] = f"relative error {rel[i]:.3g} > tol {tol:g}"
         elif require_box and outside[i] > 0:

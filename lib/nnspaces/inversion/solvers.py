@@ -9,6 +9,12 @@ device of the model they get:
   pixels in [0, 1] after every step).
 * :func:`newton`: minimum-norm Gauss-Newton root finding ``x += J^+ (t - f(x))`` with the
   input Jacobian and an Armijo line search.
+* :func:`levenberg_marquardt`: the follow-up paper's damped version of it, unconstrained or
+  inside [0, 1].
+
+Input Jacobians come from K backward passes over the batch (:func:`jacobian`); measured on
+the trained ResNet18 (ten images, 2 CPU cores) that is 0.27 s against 1.7 s for
+``torch.func.vmap`` over ``vjp`` (which wins only on the small SELU stacks: 3 vs 6 ms).
 
 Their settings are :class:`Preset` values, named in :data:`PRESETS`.
 """
@@ -35,7 +41,7 @@ class Preset:
     """Settings of an iterative solver: optimiser, initial step size, number of steps, and
     the step size it decays to (geometrically; ``None`` keeps it constant)."""
 
-    optimizer: str  # "sgd", "adam" or "gauss-newton"
+    optimizer: str  # "sgd", "adam", "gauss-newton" or "levenberg-marquardt"
     lr: float
     steps: int
     lr_final: float | None = None
@@ -45,6 +51,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "original": Preset("sgd", 1e-4, 100),
     "newton": Preset("gauss-newton", 1.0, 60),
+    # lr is unused: the damping adapts; each step costs K backward passes
+    "lm": Preset("levenberg-marquardt", 1.0, 30),
     # measured on resnet18 (embedded data, min/max targets; bench/inversion.py): smaller
     # steps leave some classes in a poor local minimum; projected steps this large push
     # pixels to 0 or 1 and still reach every class to ~3e-7
@@ -103,7 +111,7 @@ def first_order(
     x.requires_grad_(True)
     opt = torch.optim.SGD([x], lr=lr) if preset.optimizer == "sgd" else torch.optim.Adam([x], lr=lr)
 
-    def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-class objective ``(C,)`` and relative output error ``(C,)`` (detached)."""
         out = model(x)
         rel_sq = relative_sq_error(out, t)
@@ -111,34 +119,45 @@ def first_order(
             return mse_matched(out, t), rel_sq.detach().sqrt()
         return priors.add(rel_sq, x), rel_sq.detach().sqrt()
 
-    best_obj = torch.full((len(x),), math.inf, dtype=torch.float64, device=x.device)
+    C = len(x)
+    best_obj = torch.full((C,), math.inf, dtype=torch.float64, device=x.device)
     best_x = x.detach().clone()
+    # without priors the classes are independent: a class within stop_tol leaves the batch
+    # (its image frozen: Adam's momentum would otherwise keep moving it)
+    active = torch.ones(C, dtype=torch.bool, device=x.device)
     history: list[tuple[int, float]] = []
+    rel_all = torch.full((C,), math.inf, dtype=torch.float64, device=x.device)
     step = 0
     with priors:
         bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
         for step in bar:
             for group in opt.param_groups:
                 group["lr"] = _lr_at(preset, lr, step, steps)
+            idx = active.nonzero().squeeze(1)
             opt.zero_grad(set_to_none=True)
-            per_class, rel = objective(x)
+            per_class, rel = objective(x[idx], t[idx])
             obj = per_class.detach().double()
-            better = obj < best_obj
-            best_obj = torch.where(better, obj, best_obj)
-            best_x[better] = x.detach()[better]
+            better = obj < best_obj[idx]
+            best_obj[idx] = torch.where(better, obj, best_obj[idx])
+            best_x[idx[better]] = x.detach()[idx[better]]
+            rel_all[idx] = rel.double()
             per_class.sum().backward()
+            frozen_rows = x.detach()[~active].clone()
             opt.step()
-            if box:
-                with torch.no_grad():
+            with torch.no_grad():
+                x[~active] = frozen_rows
+                if box:
                     x.clamp_(0, 1)
-            if step % callback_every == 0 and _report(step, rel, history, bar, callback):
+            if step % callback_every == 0 and _report(step, rel_all, history, bar, callback):
                 break
-            if not priors.weights and float(rel.max()) <= stop_tol:
-                break
+            if not priors.weights:
+                active &= ~(rel_all <= stop_tol)
+                if not active.any():
+                    break
         bar.close()
         # the last update is not yet scored: score it and keep it where it is better
         with torch.no_grad():
-            obj = objective(x)[0].double()
+            obj = objective(x, t)[0].double()
             better = obj < best_obj
             best_x[better] = x.detach()[better]
     if loss == "mse":
@@ -222,6 +241,78 @@ def newton(
                 if accepted.all():
                     break
                 alpha = torch.where(accepted, alpha, alpha * 0.5)
+    bar.close()
+    return x, step + 1, history
+
+
+def levenberg_marquardt(
+    model: nn.Module,
+    start: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    steps: int,
+    box: bool,
+    callback: Callback | None,
+    callback_every: int,
+    progress: bool,
+    stop_tol: float,
+    max_tries: int = 8,
+) -> tuple[torch.Tensor, int, list]:
+    """Levenberg-Marquardt root finding (the follow-up paper's solver), batched over classes.
+
+    Each step solves ``(J^T J + mu I) dx = J^T r`` in its small ``K x K`` form ``dx = J^T (J
+    J^T + mu I)^{-1} r``; a step that lowers the residual norm is taken and ``mu`` shrinks
+    (x1/10), one that does not is retried with ``mu`` x4 (at most ``max_tries`` times per
+    step; a class that cannot improve stays where it is). ``mu`` starts at 1e-3 of the mean
+    diagonal of ``J J^T``. With ``box`` the images stay in [0, 1]: pixels at a bound whose
+    descent direction ``J^T r`` points outward are held (their Jacobian columns zeroed) and
+    every trial is clipped to the box. A class stops once its relative error is <=
+    ``stop_tol``.
+    """
+    C, K = t.shape
+    x = (start.clamp(0, 1) if box else start).detach().clone()
+    tn = torch.linalg.vector_norm(t, dim=1).clamp_min(1e-30)
+    eye = torch.eye(K, dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        r = t - model(x)
+    mu = torch.full((C,), math.nan, dtype=x.dtype, device=x.device)  # damping per class
+    history: list[tuple[int, float]] = []
+    step = 0
+    bar = tqdm(range(steps), desc="lm", disable=not progress, leave=False)
+    for step in bar:
+        rn = torch.linalg.vector_norm(r, dim=1)
+        if step % callback_every == 0 and _report(step, rn / tn, history, bar, callback):
+            break
+        active = (rn / tn > stop_tol).nonzero().squeeze(1)
+        if len(active) == 0:
+            break
+        xa, ra = x[active], r[active]
+        with torch.enable_grad():
+            _, J = jacobian(model, xa)
+        if box:
+            g = (J.transpose(1, 2) @ ra.unsqueeze(2)).squeeze(2).view_as(xa)
+            held = ((xa <= 0) & (g < 0)) | ((xa >= 1) & (g > 0))
+            J = J * (~held).reshape(len(active), 1, -1).to(J.dtype)
+        A = J @ J.transpose(1, 2)
+        m = mu[active]
+        m = torch.where(torch.isnan(m), 1e-3 * A.diagonal(dim1=1, dim2=2).mean(1), m)
+        improved = torch.zeros(len(active), dtype=torch.bool, device=x.device)
+        with torch.no_grad():
+            for _ in range(max_tries):
+                damped = A + m.clamp_min(1e-30)[:, None, None] * eye
+                dx = (J.transpose(1, 2) @ torch.linalg.solve(damped, ra.unsqueeze(2))).squeeze(2)
+                trial = xa + dx.view_as(xa)
+                if box:
+                    trial = trial.clamp(0, 1)
+                tr = t[active] - model(trial)
+                good = ~improved & (torch.linalg.vector_norm(tr, dim=1) < rn[active])
+                xa[good], ra[good] = trial[good], tr[good]
+                improved |= good
+                m = torch.where(good, m / 10, torch.where(improved, m, m * 4))
+                if improved.all():
+                    break
+            x[active], r[active], mu[active] = xa, ra, m
+        del J, A
     bar.close()
     return x, step + 1, history
 

@@ -23,10 +23,17 @@ from torch import nn
 from ..data import class_means
 from ..training import predict
 
-#: Target variants: the paper's, its 25/75 percentile variant, the authors' notebook's.
-TARGETS = ("min-max", "percentile", "notebook")
-#: Start images (see :func:`start_images`).
-STARTS = ("avg-img", "min-img", "avg-min-img", "avg-img+noise")
+#: Target variants: the paper's, its 25/75 percentile variant, the authors' notebook's, and
+#: the follow-up paper's class probability (see :func:`probability_targets`).
+TARGETS = ("min-max", "percentile", "notebook", "probability")
+#: The class probability a ``probability`` target asks for by default (the follow-up paper's).
+PROB_LEVEL = 0.9
+#: How far past the level (in log-odds) a probability target aims: a solver that stops within
+#: a relative error of 1e-4 of the raw scores still ends above the level.
+PROB_MARGIN = 0.05
+#: Start images (see :func:`start_images`); the first three are the paper's.
+STARTS = ("avg-img", "min-img", "avg-min-img", "avg-img+noise", "avg-all")
+PAPER_STARTS = STARTS[:3]
 
 
 def check_name(kind: str, value: object, allowed: Sequence[str]) -> str:
@@ -144,9 +151,15 @@ def make_targets(
     ``min-max`` (the paper): ``t_j = min_data(output j)`` for ``j != c`` and ``t_c =
     max_data(output c)``. ``percentile``: the same with the low / high ``percentiles``.
     ``notebook`` (the authors' notebook): min and max of output ``c`` alone; every other entry
-    is that minimum of output ``c``.
+    is that minimum of output ``c``. (``probability`` targets depend on the start image:
+    :func:`probability_targets`.)
     """
     check_name("target", kind, TARGETS)
+    if kind == "probability":
+        raise ValueError(
+            "probability targets depend on the start image's outputs: use "
+            "probability_targets(outputs, classes) or invert(..., targets='probability')"
+        )
     classes = check_classes(classes, stats.n_outputs)
     if kind == "percentile":
         p_lo, p_hi = check_percentiles(percentiles)
@@ -158,6 +171,32 @@ def make_targets(
         t[i] = lo[c] if kind == "notebook" else lo
         t[i, c] = hi[c]
     return t
+
+
+def check_level(level: float) -> float:
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
+        raise ValueError(f"level={level!r} must be a probability in (0, 1)")
+    return float(level)
+
+
+def probability_targets(
+    outputs: torch.Tensor, classes: Sequence[int], level: float = PROB_LEVEL
+) -> torch.Tensor:
+    """Raw-score targets ``(C, K)`` float64 whose softmax gives class ``c`` probability just
+    above ``level``: the start image's ``outputs`` ``(C, K)`` with only output ``c`` changed,
+    raised to ``log(level / (1 - level)) + PROB_MARGIN + logsumexp_{j != c} z_j`` (the
+    smallest change of the scores that does it; an output already above stays as it is).
+    """
+    level = check_level(level)
+    z = torch.as_tensor(outputs).detach().cpu().double().clone()
+    classes = check_classes(list(classes), z.shape[1])
+    if len(classes) != len(z):
+        raise ValueError(f"{len(z)} output rows for {len(classes)} classes; give one per class")
+    for i, c in enumerate(classes):
+        others = torch.cat([z[i, :c], z[i, c + 1 :]])
+        need = math.log(level / (1 - level)) + PROB_MARGIN + float(torch.logsumexp(others, 0))
+        z[i, c] = max(float(z[i, c]), need)
+    return z
 
 
 def class_averages(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
@@ -183,12 +222,16 @@ def start_images(
     ``avg-img``: the class average. ``min-img``: the class image whose output (from
     ``stats``, computed on these same ``x``) is closest to its target row (mean squared
     error). ``avg-min-img``: the average of the closest ``ceil(fraction * N_c)`` class images.
-    ``avg-img+noise``: the class average plus uniform noise in [0, 1) (seeded).
+    ``avg-img+noise``: the class average plus uniform noise in [0, 1) (seeded). ``avg-all``:
+    the average of all images, the same start for every class (for probability targets: a
+    class average is often above the level already).
     """
     check_name("start", kind, STARTS)
     fraction = check_fraction(fraction)
     n_out = stats.n_outputs if stats is not None else int(y.max()) + 1
     classes = check_classes(classes, n_out)
+    if kind == "avg-all":
+        return x.double().mean(0).to(x.dtype).expand(len(classes), *x.shape[1:]).clone()
     if kind in ("avg-img", "avg-img+noise"):
         avg = class_averages(x, y, classes)
         if kind == "avg-img":
