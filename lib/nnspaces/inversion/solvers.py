@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import finish, progress_bar
 from .priors import PriorTerms
 
 #: ``callback(step, median_relative_error)``; returning False stops the solver.
@@ -87,7 +87,7 @@ def first_order(
     box: bool,
     callback: Callback | None,
     callback_every: int,
-    progress: bool,
+    progress: bool | None,
     desc: str,
     stop_tol: float,
 ) -> tuple[torch.Tensor, int, list]:
@@ -116,8 +116,9 @@ def first_order(
     history: list[tuple[int, float]] = []
     step = 0
     with priors:
-        bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-        for step in bar:
+        bar = progress_bar(steps, desc=desc, progress=progress, leave=False)
+        for step in range(steps):
+            bar.update(1)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(preset, lr, step, steps)
             opt.zero_grad(set_to_none=True)
@@ -135,7 +136,7 @@ def first_order(
                 break
             if not priors.weights and float(rel.max()) <= stop_tol:
                 break
-        bar.close()
+        finish(bar)  # stopped early at the tolerance: done, not failed
         # the last update is not yet scored: score it and keep it where it is better
         with torch.no_grad():
             obj = objective(x)[0].double()
@@ -171,7 +172,7 @@ def newton(
     steps: int,
     callback: Callback | None,
     callback_every: int,
-    progress: bool,
+    progress: bool | None,
     stop_tol: float,
     max_halvings: int = 12,
 ) -> tuple[torch.Tensor, int, list]:
@@ -192,8 +193,9 @@ def newton(
     eye = torch.eye(t.shape[1], dtype=x.dtype, device=x.device)
     with torch.no_grad():
         r = t - model(x)
-    bar = tqdm(range(steps), desc="newton", disable=not progress, leave=False)
-    for step in bar:
+    bar = progress_bar(steps, desc="newton", progress=progress, leave=False)
+    for step in range(steps):
+        bar.update(1)
         rn = torch.linalg.vector_norm(r, dim=1)
         rel = rn / tn
         if step % callback_every == 0 and _report(step, rel, history, bar, callback):
@@ -222,7 +224,7 @@ def newton(
                 if accepted.all():
                     break
                 alpha = torch.where(accepted, alpha, alpha * 0.5)
-    bar.close()
+    finish(bar)  # stopped early at the tolerance: done, not failed
     return x, step + 1, history
 
 
