@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import Dataset
 from .files import atomic_write
@@ -36,6 +35,7 @@ from .inversion import (
     take_rows,
 )
 from .inversion.targets import check_name
+from .progress import finish, progress_bar
 from .training import predict
 
 #: The paper's "+training" from the class average: what every method is compared with.
@@ -54,7 +54,7 @@ def run_methods(
     quick: bool = False,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, InversionResult]:
     """Every compared method (:data:`~nnspaces.inversion.COMPARED`) that applies to
     ``model`` for the targets ``(C, K)``, plus ``best`` (per class the lowest error) and
@@ -149,7 +149,7 @@ def prior_frontier(
     weights: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1, 1.0),
     method: str = "box",
     base_priors: Mapping[str, float] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     **invert_kwargs,
 ) -> list[dict]:
     """Sweep one prior's weight: the trade-off between reaching the target and looking like a
@@ -160,7 +160,10 @@ def prior_frontier(
     outside [0, 1]) and the ``result`` itself."""
     check_name("prior", prior, tuple(PRIORS))
     rows = []
-    for w in tqdm(list(weights), desc=f"sweep {prior}", disable=not progress, leave=False):
+    weights = list(weights)
+    bar = progress_bar(len(weights), desc=f"sweep {prior}", progress=progress, leave=False)
+    for w in weights:
+        bar.update(1)
         pri = dict(base_priors or {}) | {prior: float(w)}
         res = invert(model, targets, method=method, priors=pri, progress=False, **invert_kwargs)
         check = cross_check(res, others)
@@ -176,6 +179,7 @@ def prior_frontier(
                 "result": res,
             }
         )
+    finish(bar)
     return rows
 
 
