@@ -34,6 +34,7 @@ from .inversion import (
     score_stats,
     take_rows,
 )
+from .inversion.results import finite_mean
 from .inversion.targets import check_name
 from .progress import finish, progress_bar
 from .training import predict
@@ -175,7 +176,7 @@ def prior_frontier(
                 "max_rel_error": float(np.nanmax(res.rel_error)),
                 "n_agree": int(every.sum()),
                 "agree_by_network": {k: v["n_agree"] for k, v in check.items()},
-                "outside": float(np.nanmean(res.outside)),
+                "outside": finite_mean(res.outside),
                 "result": res,
             }
         )
@@ -220,8 +221,8 @@ def comparison_table(
                     "median_rel_error": r.median_rel_error,
                     "n_success": r.n_success,
                     "n_classes": len(r),
-                    "mean_prob": float(np.nanmean(r.prob)),
-                    "outside": float(np.nanmean(r.outside)),
+                    "mean_prob": finite_mean(r.prob),
+                    "outside": finite_mean(r.outside),
                     "seconds": r.seconds,
                     "recognised_by_others": int(every.sum()),
                     "vs_original_training": r.median_rel_error / base if base > 0 else np.nan,
@@ -235,11 +236,18 @@ def comparison_table(
     for r in rows:
         lines.append(
             f"{r['network']:9} {r['method']:21} {r['median_rel_error']:10.2e} "
-            f"{r['n_success']:>4}/{r['n_classes']:<2} {r['mean_prob']:5.2f} {r['outside']:7.1%} "
+            f"{r['n_success']:>4}/{r['n_classes']:<2} {_or_na(r['mean_prob'], '5.2f')} "
+            f"{_or_na(r['outside'], '7.1%')} "
             f"{r['seconds']:7.2f} {r['recognised_by_others']:>3}/{r['n_classes']:<2} "
             f"{r['vs_original_training']:12.2e}"
         )
     return Comparison(rows, cross, "\n".join(lines))
+
+
+def _or_na(value: float, spec: str) -> str:
+    """``value`` formatted by ``spec``, or "n/a" as wide (no image, nothing to average)."""
+    width = len(format(0.0, spec))
+    return format(value, spec) if math.isfinite(value) else f"{'n/a':>{width}}"
 
 
 #: Where the natural pre-image search looks, per network: the target variant and the prior
