@@ -73,6 +73,7 @@ def run_notebooks(
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     params = config.parameters()
     kernel = _kernel_name()
+    cell_bar = show_progress(progress)  # decided here, outside the batch run of the kernels
     rows = []
     for name in names:
         source = NOTEBOOK_DIR / f"{name}.ipynb"
@@ -87,7 +88,7 @@ def run_notebooks(
                     parameters={k: v for k, v in params.items() if k in declared},
                     kernel_name=kernel,
                     cwd=str(NOTEBOOK_DIR),
-                    progress_bar=show_progress(progress),
+                    progress_bar=cell_bar,
                 )
             status = "ok"
         except Exception as e:  # report every failure in the table, run the rest
