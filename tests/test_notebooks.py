@@ -4,8 +4,10 @@ metrics; a bad parameter stops a notebook at its validation cell with a clear me
 import json
 import math
 import os
+import re
 import stat
 
+import nbformat
 import numpy as np
 import papermill as pm
 import pytest
@@ -50,6 +52,73 @@ def test_results_are_readable_by_group_and_others(smoke_run):
     assert len(files) > 20
     modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in files}
     assert {k: oct(v) for k, v in modes.items() if v != 0o644} == {}
+
+
+#: What a batch run must not save in a notebook: progress bars (tqdm's text, also the plain
+#: text of its widget) and warnings; stderr is checked by stream name.
+PROGRESS_TEXT = re.compile(r"\d+%\||\d+/\d+ \[\d|\?it/s|it/s\]|s/it\]")
+WARNING_TEXT = re.compile(r"\b\w*Warning\b")
+
+
+def batch_noise(folder) -> list[str]:
+    """``"<notebook> cell <i> (<id>): <what>: <text>"`` for every output of the executed
+    notebooks in ``folder`` that a batch run must not leave: stderr, warnings, progress bars."""
+    found = []
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                texts = [out.get("text", "")] + [
+                    v if isinstance(v, str) else "".join(v)
+                    for k, v in data.items()
+                    if k.startswith("text/")
+                ]
+                text = "".join(texts)
+                what = [
+                    name
+                    for name, bad in (
+                        ("stderr", out.get("name") == "stderr"),
+                        ("warning", WARNING_TEXT.search(text)),
+                        ("progress bar", PROGRESS_TEXT.search(text)),
+                    )
+                    if bad
+                ]
+                if what:
+                    where = f"{path.stem} cell {i} ({cell.get('id', '?')})"
+                    found.append(f"{where}: {', '.join(what)}: {text.strip()[:200]!r}")
+    return found
+
+
+def test_batch_run_notebooks_hold_no_stderr_warnings_or_progress_bars(smoke_run):
+    """The runner's kernels are a batch run: no progress bar (widget or text), no warning
+    and no stderr line is saved in any executed notebook."""
+    out, _ = smoke_run
+    noise = batch_noise(out / "notebooks")
+    assert not noise, "batch-executed notebooks hold:\n" + "\n".join(noise)
+
+
+def test_batch_noise_names_the_notebook_cell_and_output(tmp_path):
+    cell = nbformat.v4.new_code_cell("x", id="c1")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="fine\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="oops\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="a.py:1: RuntimeWarning: x\n"),
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "application/vnd.jupyter.widget-view+json": {"model_id": "m", "version_major": 2},
+                "text/plain": "newton:  18%|#8        | 11/60 [00:01<00:05,  9.1it/s]",
+            },
+        ),
+    ]
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "nb.ipynb")
+    noise = batch_noise(tmp_path)
+    assert [n.split(": '")[0] for n in noise] == [
+        "nb cell 0 (c1): stderr",
+        "nb cell 0 (c1): warning",
+        "nb cell 0 (c1): progress bar",
+    ]
 
 
 def _metrics(out, name):

@@ -3,6 +3,7 @@ worked out by hand, and the per-class picks of take_rows and combine_best."""
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -109,6 +110,24 @@ def test_nan_images_fail_and_count_as_infinite_error():
     assert d["image"][1] == [None] * 4 and d["image"][0] == [1.0, 0.0, 0.0, 0.0]
     assert d["success"] == [True, False, False] and d["output"][0] == [1.0, 0.0, 0.0]
     assert "image" not in r.to_dict()
+
+
+def test_a_result_without_any_image_prints_n_a_without_warnings():
+    """A method that failed every class (e.g. the greedy walk through fcnn5): its summary and
+    the comparison table say "n/a", and no "Mean of empty slice" warning is raised."""
+    from nnspaces.comparison import BASELINE, comparison_table
+
+    img = images([math.nan] * 4, [math.nan] * 4)
+    t = torch.tensor([[1.0, 0, 0], [0, 1, 0]], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = evaluate_images(reader(), img, t, [0, 1], method="m", network="net")
+        text = repr(r)
+        ok = evaluate_images(reader(), images([1, 0, 0, 0], [0, 1, 0, 0]), t, [0, 1], method="m")
+        table = comparison_table({"net": {BASELINE: ok, "m": r}}, {"net": reader()})
+    assert "rel_error n/a (no image)" in text and "outside [0,1] n/a" in text
+    assert "nan" not in text and "inf" not in text
+    assert table.text.splitlines()[-1].split()[4:6] == ["n/a", "n/a"]  # prob, outside
 
 
 def test_registered_networks_are_named_by_the_registry():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -33,7 +34,9 @@ def tiny_notebooks(tmp_path, monkeypatch):
     _notebook(
         folder / "fig1_fcnn_signal_space.ipynb",
         'profile = "default"\nseed = None\nn_train = None',
-        f"import json\njson.dump({{'profile': profile, 'seed': seed, 'n_train': n_train}}, "
+        "import json, os\n"
+        "batch = os.environ.get('NNSPACES_BATCH')\n"
+        f"json.dump({{'profile': profile, 'seed': seed, 'n_train': n_train, 'batch': batch}}, "
         f"open({str(record)!r}, 'w'))",
     )
     _notebook(folder / "fig2_resnet_conv_signal_space.ipynb", "seed = None", "1 / 0")
@@ -42,15 +45,21 @@ def tiny_notebooks(tmp_path, monkeypatch):
 
 
 @pytest.mark.notebook
-def test_each_notebook_gets_the_configs_values_and_failures_are_recorded(tiny_notebooks, tmp_path):
+def test_each_notebook_gets_the_configs_values_and_failures_are_recorded(
+    tiny_notebooks, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("NNSPACES_BATCH", raising=False)
     config = RunConfig.from_profile("smoke", seed=7, out_dir=str(tmp_path / "out"))
     rows = run.run_notebooks(config, progress=False)
     assert [r["notebook"] for r in rows] == [
         "fig1_fcnn_signal_space",
         "fig2_resnet_conv_signal_space",
     ]
-    # only the parameters a notebook declares, with the config's values ("all" never None)
-    assert json.loads(tiny_notebooks.read_text()) == {"profile": "smoke", "seed": 7, "n_train": 500}
+    # only the parameters a notebook declares, with the config's values ("all" never None);
+    # the kernel knows it is a batch run (no progress bars), this process is left as it was
+    got = json.loads(tiny_notebooks.read_text())
+    assert got == {"profile": "smoke", "seed": 7, "n_train": 500, "batch": "1"}
+    assert "NNSPACES_BATCH" not in os.environ
     assert rows[0]["status"] == "ok"
     assert (
         rows[1]["status"].startswith("failed: PapermillExecutionError")
@@ -59,6 +68,31 @@ def test_each_notebook_gets_the_configs_values_and_failures_are_recorded(tiny_no
     saved = json.loads((tmp_path / "out" / "run.json").read_text())
     assert saved["parameters"] == config.parameters() and saved["notebooks"] == rows
     assert "FAILED" in run.format_table(rows) and "ZeroDivision" in run.format_table(rows)
+
+
+def test_kernels_run_as_a_batch_and_the_cell_bar_follows_the_policy(
+    tiny_notebooks, tmp_path, monkeypatch
+):
+    """Each kernel starts with NNSPACES_BATCH set (no progress bars inside); papermill's bar
+    over the cells, on the runner's side, follows the policy there."""
+    import papermill as pm
+
+    seen = []
+    monkeypatch.setattr(
+        pm,
+        "execute_notebook",
+        lambda *a, **kw: seen.append((kw["progress_bar"], os.environ.get("NNSPACES_BATCH"))),
+    )
+    monkeypatch.delenv("NNSPACES_BATCH", raising=False)
+    config = RunConfig.from_profile("smoke", out_dir=str(tmp_path / "out"))
+    run.run_notebooks(config)
+    run.run_notebooks(config, progress=False)
+    assert seen == [(True, "1")] * 2 + [(False, "1")] * 2
+    assert "NNSPACES_BATCH" not in os.environ
+    seen.clear()
+    monkeypatch.setenv("NNSPACES_BATCH", "1")  # the runner itself in a batch run
+    run.run_notebooks(config)
+    assert seen == [(False, "1")] * 2
 
 
 def test_only_unknown_notebook_is_a_clear_error(tiny_notebooks, tmp_path):

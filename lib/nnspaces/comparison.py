@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import Dataset
 from .files import atomic_write
@@ -35,7 +34,9 @@ from .inversion import (
     score_stats,
     take_rows,
 )
+from .inversion.results import finite_mean
 from .inversion.targets import check_name
+from .progress import finish, progress_bar
 from .training import predict
 
 #: The paper's "+training" from the class average: what every method is compared with.
@@ -54,7 +55,7 @@ def run_methods(
     quick: bool = False,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, InversionResult]:
     """Every compared method (:data:`~nnspaces.inversion.COMPARED`) that applies to
     ``model`` for the targets ``(C, K)``, plus ``best`` (per class the lowest error) and
@@ -149,7 +150,7 @@ def prior_frontier(
     weights: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1, 1.0),
     method: str = "box",
     base_priors: Mapping[str, float] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     **invert_kwargs,
 ) -> list[dict]:
     """Sweep one prior's weight: the trade-off between reaching the target and looking like a
@@ -160,7 +161,10 @@ def prior_frontier(
     outside [0, 1]) and the ``result`` itself."""
     check_name("prior", prior, tuple(PRIORS))
     rows = []
-    for w in tqdm(list(weights), desc=f"sweep {prior}", disable=not progress, leave=False):
+    weights = list(weights)
+    bar = progress_bar(len(weights), desc=f"sweep {prior}", progress=progress, leave=False)
+    for w in weights:
+        bar.update(1)
         pri = dict(base_priors or {}) | {prior: float(w)}
         res = invert(model, targets, method=method, priors=pri, progress=False, **invert_kwargs)
         check = cross_check(res, others)
@@ -172,10 +176,11 @@ def prior_frontier(
                 "max_rel_error": float(np.nanmax(res.rel_error)),
                 "n_agree": int(every.sum()),
                 "agree_by_network": {k: v["n_agree"] for k, v in check.items()},
-                "outside": float(np.nanmean(res.outside)),
+                "outside": finite_mean(res.outside),
                 "result": res,
             }
         )
+    finish(bar)
     return rows
 
 
@@ -216,8 +221,8 @@ def comparison_table(
                     "median_rel_error": r.median_rel_error,
                     "n_success": r.n_success,
                     "n_classes": len(r),
-                    "mean_prob": float(np.nanmean(r.prob)),
-                    "outside": float(np.nanmean(r.outside)),
+                    "mean_prob": finite_mean(r.prob),
+                    "outside": finite_mean(r.outside),
                     "seconds": r.seconds,
                     "recognised_by_others": int(every.sum()),
                     "vs_original_training": r.median_rel_error / base if base > 0 else np.nan,
@@ -231,11 +236,18 @@ def comparison_table(
     for r in rows:
         lines.append(
             f"{r['network']:9} {r['method']:21} {r['median_rel_error']:10.2e} "
-            f"{r['n_success']:>4}/{r['n_classes']:<2} {r['mean_prob']:5.2f} {r['outside']:7.1%} "
+            f"{r['n_success']:>4}/{r['n_classes']:<2} {_or_na(r['mean_prob'], '5.2f')} "
+            f"{_or_na(r['outside'], '7.1%')} "
             f"{r['seconds']:7.2f} {r['recognised_by_others']:>3}/{r['n_classes']:<2} "
             f"{r['vs_original_training']:12.2e}"
         )
     return Comparison(rows, cross, "\n".join(lines))
+
+
+def _or_na(value: float, spec: str) -> str:
+    """``value`` formatted by ``spec``, or "n/a" as wide (no image, nothing to average)."""
+    width = len(format(0.0, spec))
+    return format(value, spec) if math.isfinite(value) else f"{'n/a':>{width}}"
 
 
 #: Where the natural pre-image search looks, per network: the target variant and the prior

@@ -209,7 +209,7 @@ class RunContext:
             self._data = load_dataset(c.dataset, n_train=c.n_train, n_test=c.n_test, seed=c.seed)
         return self._data
 
-    def trained(self, network: str, *, progress: bool = True) -> TrainedNetwork:
+    def trained(self, network: str, *, progress: bool | None = None) -> TrainedNetwork:
         """``network`` trained with this run's epochs and seed (cached), its plain state_dict
         also saved as ``<out_dir>/models/<network>.pt``."""
         check_network(network)

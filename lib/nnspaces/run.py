@@ -22,6 +22,7 @@ from typing import Any
 from .config import PROFILES, REPO_ROOT, RESULTS, RunConfig
 from .files import write_json
 from .metrics import key_numbers, read_metrics
+from .progress import batch_run, show_progress
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Notebooks in the order they run (later ones reuse the networks earlier ones trained).
@@ -47,9 +48,13 @@ def _kernel_name() -> str:
 
 
 def run_notebooks(
-    config: RunConfig, *, only: list[str] | None = None, progress: bool = True
+    config: RunConfig, *, only: list[str] | None = None, progress: bool | None = None
 ) -> list[dict[str, Any]]:
     """Run the notebooks (all, or ``only`` those) with ``config``'s parameters.
+
+    The kernels run as a batch run (:func:`nnspaces.progress.batch_run`): the library shows
+    no progress bars in them. ``progress``: papermill's bar over the cells, on this side
+    (default: :func:`nnspaces.progress.show_progress`).
 
     Returns one row per notebook: name, status ("ok" or the error), seconds, output path.
     A failing notebook does not stop the others.
@@ -68,6 +73,7 @@ def run_notebooks(
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     params = config.parameters()
     kernel = _kernel_name()
+    cell_bar = show_progress(progress)  # decided here, outside the batch run of the kernels
     rows = []
     for name in names:
         source = NOTEBOOK_DIR / f"{name}.ipynb"
@@ -75,14 +81,15 @@ def run_notebooks(
         declared = pm.inspect_notebook(str(source))  # pass each notebook only what it declares
         start = time.perf_counter()
         try:
-            pm.execute_notebook(
-                source,
-                output,
-                parameters={k: v for k, v in params.items() if k in declared},
-                kernel_name=kernel,
-                cwd=str(NOTEBOOK_DIR),
-                progress_bar=progress,
-            )
+            with batch_run():  # the kernel inherits the environment
+                pm.execute_notebook(
+                    source,
+                    output,
+                    parameters={k: v for k, v in params.items() if k in declared},
+                    kernel_name=kernel,
+                    cwd=str(NOTEBOOK_DIR),
+                    progress_bar=cell_bar,
+                )
             status = "ok"
         except Exception as e:  # report every failure in the table, run the rest
             status = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import Dataset, make_loader
 from .files import atomic_write
 from .models import build_model, check_network, frozen, model_as, n_outputs_of
 from .paper import TRAINING
+from .progress import progress_bar
 
 #: Checkpoints live here unless a ``cache_dir`` is given (``NNSPACES_CACHE`` overrides it).
 DEFAULT_CACHE = Path(
@@ -80,7 +80,7 @@ def train(
     config: TrainConfig,
     *,
     device: str | torch.device = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``data``'s training split; returns it in eval mode."""
     device = torch.device(device)
@@ -88,10 +88,10 @@ def train(
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     loss_fn = nn.CrossEntropyLoss()
-    bar = tqdm(
-        total=config.epochs * -(-data.n_train // config.batch_size),
+    bar = progress_bar(
+        config.epochs * -(-data.n_train // config.batch_size),
         desc=f"train {config.network}",
-        disable=not progress,
+        progress=progress,
         unit="batch",
     )
     for epoch in range(config.epochs):
@@ -156,7 +156,7 @@ def get_trained(
     *,
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> TrainedNetwork:
     """The network ``config`` describes, trained on ``data``: from the cache, or trained now.
 

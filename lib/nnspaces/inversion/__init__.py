@@ -153,7 +153,7 @@ def invert(
     device: str | torch.device = "cpu",
     seed: int = 0,
     callback: Callback | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     options: InvertOptions | None = None,
     **overrides,
 ) -> InversionResult:

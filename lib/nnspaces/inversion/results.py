@@ -66,11 +66,17 @@ class InversionResult:
 
     def __repr__(self) -> str:
         rel = np.where(np.isnan(self.rel_error), np.inf, self.rel_error)
+        # failed rows (no image: NaN) count as infinite; with no image at all, say so
+        errors = (
+            f"rel_error median {np.median(rel):.3g} max {rel.max():.3g}"
+            if np.isfinite(rel).any()
+            else "rel_error n/a (no image)"
+        )
+        outside = finite_mean(self.outside)
         return (
-            f"InversionResult({self.network}, {self.method}, {len(self)} classes, "
-            f"rel_error median {np.median(rel):.3g} max {rel.max():.3g}, "
+            f"InversionResult({self.network}, {self.method}, {len(self)} classes, {errors}, "
             f"success {self.n_success}/{len(self)}, "
-            f"outside [0,1] {float(np.nanmean(self.outside)) if len(self) else 0:.1%}, "
+            f"outside [0,1] {'n/a' if math.isnan(outside) else f'{outside:.1%}'}, "
             f"{self.seconds:.3g} s)"
         )
 
@@ -120,6 +126,14 @@ class InversionResult:
         if images:
             d["image"] = floats(self.image.reshape(len(self), -1).numpy())
         return d
+
+
+def finite_mean(values) -> float:
+    """The mean of the finite entries of ``values``; NaN when there are none (where
+    ``np.nanmean`` would also warn "Mean of empty slice", e.g. for rows without an image)."""
+    a = np.asarray(values, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else math.nan
 
 
 def _jsonable(v):

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import finish, progress_bar
 from .priors import PriorTerms
 
 #: ``callback(step, median_relative_error)``; returning False stops the solver.
@@ -95,7 +95,7 @@ def first_order(
     box: bool,
     callback: Callback | None,
     callback_every: int,
-    progress: bool,
+    progress: bool | None,
     desc: str,
     stop_tol: float,
 ) -> tuple[torch.Tensor, int, list]:
@@ -129,8 +129,9 @@ def first_order(
     rel_all = torch.full((C,), math.inf, dtype=torch.float64, device=x.device)
     step = 0
     with priors:
-        bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-        for step in bar:
+        bar = progress_bar(steps, desc=desc, progress=progress, leave=False)
+        for step in range(steps):
+            bar.update(1)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(preset, lr, step, steps)
             idx = active.nonzero().squeeze(1)
@@ -154,7 +155,7 @@ def first_order(
                 active &= ~(rel_all <= stop_tol)
                 if not active.any():
                     break
-        bar.close()
+        finish(bar)  # stopped early at the tolerance: done, not failed
         # the last update is not yet scored: score it and keep it where it is better
         with torch.no_grad():
             obj = objective(x, t)[0].double()
@@ -190,7 +191,7 @@ def newton(
     steps: int,
     callback: Callback | None,
     callback_every: int,
-    progress: bool,
+    progress: bool | None,
     stop_tol: float,
     max_halvings: int = 12,
 ) -> tuple[torch.Tensor, int, list]:
@@ -211,8 +212,9 @@ def newton(
     eye = torch.eye(t.shape[1], dtype=x.dtype, device=x.device)
     with torch.no_grad():
         r = t - model(x)
-    bar = tqdm(range(steps), desc="newton", disable=not progress, leave=False)
-    for step in bar:
+    bar = progress_bar(steps, desc="newton", progress=progress, leave=False)
+    for step in range(steps):
+        bar.update(1)
         rn = torch.linalg.vector_norm(r, dim=1)
         rel = rn / tn
         if step % callback_every == 0 and _report(step, rel, history, bar, callback):
@@ -241,7 +243,7 @@ def newton(
                 if accepted.all():
                     break
                 alpha = torch.where(accepted, alpha, alpha * 0.5)
-    bar.close()
+    finish(bar)  # stopped early at the tolerance: done, not failed
     return x, step + 1, history
 
 
@@ -278,8 +280,9 @@ def levenberg_marquardt(
     mu = torch.full((C,), math.nan, dtype=x.dtype, device=x.device)  # damping per class
     history: list[tuple[int, float]] = []
     step = 0
-    bar = tqdm(range(steps), desc="lm", disable=not progress, leave=False)
-    for step in bar:
+    bar = progress_bar(steps, desc="lm", progress=progress, leave=False)
+    for step in range(steps):
+        bar.update(1)
         rn = torch.linalg.vector_norm(r, dim=1)
         if step % callback_every == 0 and _report(step, rn / tn, history, bar, callback):
             break
@@ -313,7 +316,7 @@ def levenberg_marquardt(
                     break
             x[active], r[active], mu[active] = xa, ra, m
         del J, A
-    bar.close()
+    finish(bar)  # stopped early at the tolerance: done, not failed
     return x, step + 1, history
 
 

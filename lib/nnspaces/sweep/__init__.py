@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RESULTS
+from ..progress import show_progress
 from .executors import EXECUTORS, default_workers, execute_run, make_executor
 from .folder import RECORD, claim, is_finished, locked, read_record, run_folder, store
 from .grid import (
@@ -109,7 +110,7 @@ def run_sweep(
     workers: int | None = None,
     threads: int | None = None,
     scheduler: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     execute: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     report: bool = True,
 ) -> SweepResult:
@@ -145,7 +146,7 @@ def run_sweep(
             initial=len(runs) - len(todo),
             desc=f"sweep {spec.name}",
             unit="run",
-            disable=not progress,
+            disable=not show_progress(progress),
         )
         attempts = dict.fromkeys((r.id for r in todo), 0)
         # at most `n` runs in flight: when a worker dies, only they are tried again
