@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnspaces.analysis import analyze
+from nnspaces.analysis import PROJECTIONS, analyze, attention_heads, head_matrices
 from nnspaces.models import build_model, frozen
 
 
@@ -135,6 +135,63 @@ def test_a_vision_transformer_lists_every_head():
     patches = _row(df, "conv_proj")  # 16 patches of 49 pixels -> 32 values each
     assert patches["shape"] == "512 x 784" and patches["null_dim"] == 784 - 512
     assert {"class_token", "encoder.pos_embedding"} <= set(df[df.type == "parameter"].layer)
+
+
+def test_the_registered_vit_lists_all_16_heads_and_every_other_weight():
+    from nnspaces.data import load_dataset
+
+    model = build_model("vit")
+    data = load_dataset("mnist-embedded", n_train=10, n_test=20)
+    df = analyze(model, data)
+    attn = df[df.type == "MultiheadAttention"]
+    assert attn.analysed.all() and len(attn) == 4 * 4 * 4  # layers x heads x (Q, K, V, out)
+    for layer in range(4):
+        rows = attn[attn.layer == f"encoder.layers.encoder_layer_{layer}.self_attention"]
+        labels = [f"head {h} {p} projection" for h in range(4) for p in ("Q", "K", "V", "output")]
+        assert list(rows.matrix) == labels
+        assert set(rows["shape"]) == {"16 x 64", "64 x 16"}
+        # the Q, K, V rows see the real tokens (the input energy); the output rows say why not
+        qkv = rows[~rows.matrix.str.contains("output")]
+        assert qkv.input_energy_in_row_space.between(0, 1).all()
+        assert rows[rows.matrix.str.contains("output")].reason.str.contains("not a module").all()
+    patches = _row(df, "conv_proj")  # 16 patches of 49 pixels -> 64 values each
+    assert patches.analysed and patches["shape"] == "1024 x 784" and patches["rank"] == 784
+    mlps = df[df.layer.str.contains(r"\.mlp\.") & df.analysed]
+    assert len(mlps) == 8 and set(mlps["shape"]) == {"128 x 64", "64 x 128"}
+    assert _row(df, "heads.head")["shape"] == "10 x 64"
+    assert df.analysed.sum() == 64 + 1 + 8 + 1
+    # nothing skipped silently: every module and loose parameter has a row, with a reason
+    leaves = {n for n, m in model.named_modules() if n and not list(m.children())}
+    assert leaves <= set(df.layer)
+    assert {"class_token", "encoder.pos_embedding"} <= set(df[df.type == "parameter"].layer)
+    skipped = df[~df.analysed]
+    assert (skipped.reason.str.len() > 10).all()
+    assert sorted(skipped.type.unique()) == [
+        "Dropout",
+        "GELU",
+        "LayerNorm",
+        "NonDynamicallyQuantizableLinear",
+        "parameter",
+    ]
+    for name, _ in model.named_parameters():  # each in its module's row(s), or its own
+        assert name in set(df.layer) or name.rsplit(".", 1)[0] in set(df.layer), name
+    # the same heads as a table by layer, head and projection, and as matrices
+    heads = attention_heads(df)
+    assert len(heads) == 64 and list(heads.projection[:4]) == list(PROJECTIONS)
+    assert (heads.groupby(["layer", "head"]).size() == 4).all()
+    assert (heads.groupby("layer")["head"].nunique() == 4).all()
+    attn = model.encoder.layers[2].self_attention
+    mats = head_matrices(attn)
+    assert len(mats) == 16
+    w = attn.in_proj_weight.detach().double().numpy()
+    np.testing.assert_array_equal(mats[1, "K"], w[64 + 16 : 64 + 32])
+    np.testing.assert_array_equal(mats[3, "output"], attn.out_proj.weight.detach().numpy()[:, 48:])
+    row = heads[
+        (heads.layer == "encoder.layers.encoder_layer_2.self_attention") & (heads["head"] == 1)
+    ]
+    S = np.linalg.svd(mats[1, "K"], compute_uv=False)
+    assert row[row.projection == "K"].sigma_max.item() == pytest.approx(S[0])
+    assert row[row.projection == "K"].condition_number.item() == pytest.approx(S[0] / S[-1])
 
 
 def test_bad_arguments_are_named():

@@ -22,10 +22,10 @@ from nnspaces.config import (
 from nnspaces.metrics import Fig1Metrics
 from nnspaces.models import build_model
 from nnspaces.run import NOTEBOOK_DIR, main
-from nnspaces.training import TrainConfig
+from nnspaces.training import TrainConfig, make_optimizer
 
 FIELDS = ["profile", "dataset", "n_train", "n_test", "epochs", "seed", "device", "out_dir", "quick"]
-ALL_NETS = ("fcnn1", "fcnn5", "resnet18")
+ALL_NETS = ("fcnn1", "fcnn5", "resnet18", "vit")  # every registered network
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def custom_profile(monkeypatch):
         dataset="mnist",
         n_train=300,
         n_test=100,
-        epochs={"fcnn1": 4, "fcnn5": 5, "resnet18": 6},
+        epochs={"fcnn1": 4, "fcnn5": 5, "resnet18": 6, "vit": 7},
         seed=5,
         out_dir="/somewhere/else",
         quick=True,
@@ -90,13 +90,14 @@ def test_profiles():
         None,
         False,
     )
-    assert default.epochs == {"fcnn1": 20, "fcnn5": 20, "resnet18": 10}
+    assert default.epochs == {"fcnn1": 20, "fcnn5": 20, "resnet18": 10, "vit": 30}
 
 
 def test_paper_profile_is_the_papers_setting():
     cfg = RunConfig.from_profile("paper")
     assert cfg.dataset == "mnist"
-    assert cfg.epochs == {"fcnn1": 20, "fcnn5": 20, "resnet18": 20}  # Section 2: 20 epochs
+    # Section 2: 20 epochs; vit is not the paper's
+    assert cfg.epochs == {"fcnn1": 20, "fcnn5": 20, "resnet18": 20, "vit": 30}
     assert cfg.n_train is None and cfg.n_test is None  # every image
     assert cfg.quick is False and cfg.profile == "paper"
     assert cfg == PROFILES["paper"]
@@ -136,7 +137,7 @@ def test_explicit_values_override_the_profile(custom_profile, tmp_path):
         "mnist-embedded",
         40,
         20,
-        {"fcnn1": 2, "fcnn5": 3, "resnet18": 1},
+        {"fcnn1": 2, "fcnn5": 3, "resnet18": 1, "vit": 7},
         9,
         "cpu",
         str(tmp_path),
@@ -169,13 +170,15 @@ def test_epochs_one_integer_or_some_networks(custom_profile):
         "fcnn1": 4,
         "fcnn5": 9,
         "resnet18": 6,
+        "vit": 7,
     }
     assert RunConfig.from_profile("default", epochs={"resnet18": 1}).epochs == {
         "fcnn1": 20,
         "fcnn5": 20,
         "resnet18": 1,
+        "vit": 30,
     }
-    assert custom_profile.epochs == {"fcnn1": 4, "fcnn5": 5, "resnet18": 6}  # not merged into
+    assert custom_profile.epochs == {"fcnn1": 4, "fcnn5": 5, "resnet18": 6, "vit": 7}  # not merged
 
 
 def test_all_means_every_image(custom_profile):
@@ -225,7 +228,7 @@ def test_parameters_round_trip_exactly(case):
 
 def test_epochs_for():
     cfg = RunConfig.from_profile("default")
-    assert [cfg.epochs_for(n) for n in ALL_NETS] == [20, 20, 10]
+    assert [cfg.epochs_for(n) for n in ALL_NETS] == [20, 20, 10, 30]
     partial = RunConfig("x", epochs={"fcnn1": 2})
     with pytest.raises(ValueError, match=r"sets no epochs for network 'fcnn5'.*epochs=\{'fcnn5'"):
         partial.epochs_for("fcnn5")
@@ -355,7 +358,7 @@ def test_context_folders_data_and_metrics(ctx):
     assert ctx.config == RunConfig.from_profile(
         "smoke", n_train=100, n_test=50, epochs={"fcnn1": 2}, seed=2, out_dir=out
     )
-    assert ctx.config.epochs == {"fcnn1": 2, "fcnn5": 1, "resnet18": 1}
+    assert ctx.config.epochs == {"fcnn1": 2, "fcnn5": 1, "resnet18": 1, "vit": 1}
     assert ctx.device == torch.device("cpu") and ctx.seed == 2
     assert ctx.figure_path("fig1") == out / "figures" / "fig1.png"
     assert (ctx.data.n_train, ctx.data.n_test, ctx.data.name) == (100, 50, "mnist-embedded")
@@ -390,3 +393,19 @@ def test_context_trains_with_the_runs_epochs_and_seed(ctx, tmp_path, monkeypatch
     assert again.from_cache and torch.equal(again.model[1].weight, net.model[1].weight)
     with pytest.raises(ValueError, match="unknown network 'vgg'"):
         ctx.trained("vgg")
+
+
+def test_context_trains_each_network_with_its_recipe(ctx, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "DEFAULT_CACHE", tmp_path / "cache")
+    used = []
+
+    def spy(model, config, steps_per_epoch):
+        used.append(config)
+        return make_optimizer(model, config, steps_per_epoch)
+
+    monkeypatch.setattr(training, "make_optimizer", spy)
+    net = ctx.trained("vit", progress=False)
+    assert net.config == TrainConfig.for_network("vit", epochs=1, seed=2)
+    assert used == [net.config] and net.config.optimizer == "adamw"
+    assert net.config.schedule == "one-cycle" and net.config.batch_size == 64
+    assert net.model(ctx.data.x_test[:3]).shape == (3, 10)

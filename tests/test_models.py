@@ -40,6 +40,14 @@ EXPECTED_PARAMETERS = {
     # torchvision resnet18 (11,689,512 for 3 channels and 1000 classes), with a one-channel
     # conv1 (64*1*7*7 instead of 64*3*7*7) and a 10-class fc (512*10+10 instead of 512*1000+1000)
     "resnet18": 11_689_512 - 64 * 2 * 49 - (512 * 990 + 990),
+    # patches 64*49+64, class token 64, positions 17*64; per layer two LayerNorms 2*128,
+    # attention 3*64*64+192 and 64*64+64, MLP 64*128+128 and 128*64+64; final norm, head
+    "vit": (64 * 49 + 64)
+    + 64
+    + 17 * 64
+    + 4 * (2 * 128 + (3 * 64 * 64 + 192) + (64 * 64 + 64) + (64 * 128 + 128) + (128 * 64 + 64))
+    + 128
+    + (64 * 10 + 10),
 }
 
 
@@ -72,16 +80,16 @@ def tiny_spec(name="tiny", build=TinyConv):
 
 
 def test_registry_lists_the_papers_networks_in_order():
-    assert networks()[:3] == PAPER_NETWORKS
+    assert networks() == (*PAPER_NETWORKS, "vit")
     assert tuple(REGISTRY) == networks()
-    for name in PAPER_NETWORKS:
+    for name in networks():
         spec = network_spec(name)
         assert spec.name == name and check_network(name) == name
         assert spec.input_shape == (1, 28, 28) and spec.n_classes == 10
         assert spec.description
 
 
-@pytest.mark.parametrize("name", PAPER_NETWORKS)
+@pytest.mark.parametrize("name", [*PAPER_NETWORKS, "vit"])
 def test_output_shape_and_parameter_count(name):
     model = build_model(name)
     assert not model.training  # built in eval mode
@@ -127,6 +135,41 @@ def test_resnet18_first_convolution_and_layers():
     assert tuple(layers["layer1.0.conv1"].weight.shape) == (64, 64, 3, 3)
 
 
+def test_vit_is_a_one_channel_torchvision_vision_transformer():
+    from torchvision.models import VisionTransformer
+
+    model = build_model("vit")
+    assert isinstance(model, VisionTransformer) and model.image_size == 28
+    c = model.conv_proj
+    assert (c.in_channels, c.out_channels, c.kernel_size, c.stride) == (1, 64, (7, 7), (7, 7))
+    # initialised like torchvision's own patch convolution: std sqrt(1 / 49), no bias
+    assert c.weight.std().item() == pytest.approx(49**-0.5, rel=0.2) and not c.bias.any()
+    blocks = list(model.encoder.layers)
+    assert len(blocks) == 4
+    for block in blocks:
+        attn = block.self_attention
+        assert isinstance(attn, nn.MultiheadAttention)
+        assert (attn.embed_dim, attn.num_heads) == (64, 4)
+        assert [m.out_features for m in block.mlp if isinstance(m, nn.Linear)] == [128, 64]
+    assert model(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+    # the paper's networks train with the paper's recipe; vit has its own
+    assert all(not network_spec(n).training for n in PAPER_NETWORKS)
+    recipe = network_spec("vit").training
+    assert (recipe["optimizer"], recipe["schedule"]) == ("adamw", "one-cycle")
+    with pytest.raises(TypeError):
+        recipe["lr"] = 1.0  # read-only: the registry entry is the one place it lives
+
+
+def test_a_spec_takes_a_dict_of_training_values():
+    with pytest.raises(TypeError, match="training=.* must be a dict"):
+        NetworkSpec("x", TinyConv, (1, 6, 6), 3, "x", "conv", ["adamw"])
+    given = {"lr": 0.1}
+    spec = NetworkSpec("x", TinyConv, (1, 6, 6), 3, "x", "conv", given)
+    given["lr"] = 0.2
+    assert spec.training == {"lr": 0.1}  # a copy, not the caller's dict
+    assert hash(spec) == hash(NetworkSpec("x", TinyConv, (1, 6, 6), 3, "x", "conv"))
+
+
 def test_seeded_initialisation():
     a, b = build_model("fcnn5", seed=3), build_model("fcnn5", seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
@@ -150,7 +193,7 @@ def test_unknown_network():
 def test_registered_custom_network_works_everywhere(registry):
     spec = register_network(tiny_spec())
     assert spec.name == "tiny"
-    assert networks() == (*PAPER_NETWORKS, "tiny")
+    assert networks() == (*PAPER_NETWORKS, "vit", "tiny")
     assert check_network("tiny") == "tiny" and network_spec("tiny") is spec
     model = build_model("tiny", seed=5)
     assert isinstance(model, TinyConv) and not model.training

@@ -154,6 +154,7 @@ def test_fig2_outputs(smoke_run):
 def test_fig3_outputs(smoke_run):
     out, _ = smoke_run
     m = _metrics(out, "fig3")
+    assert set(m["networks"]) == {"fcnn1", "fcnn5", "resnet18"}  # the paper's, not vit
     names = ("avg-img", "min-img", "avg-min-img", "newton", "box", "best", "best-box")
     with np.load(out / "inversions.npz") as npz:
         for net in ("fcnn1", "fcnn5", "resnet18"):

@@ -64,6 +64,10 @@ def test_accuracies_and_condition_numbers():
     assert all(r.value >= 1 for r in paper.CONDITION_NUMBER.values())  # a ratio s_max / s_min
 
 
+def test_the_papers_networks_are_the_first_registered():
+    assert paper.NETWORKS == PAPER_NETWORKS == networks()[:3]
+
+
 def test_figure_layers_exist_in_the_networks():
     assert set(paper.CONDITION_NUMBER) == set(paper.FIGURE_LAYER)
     for net, layer in paper.FIGURE_LAYER.items():
@@ -73,9 +77,18 @@ def test_figure_layers_exist_in_the_networks():
 
 
 def test_training_recipe_is_the_training_default():
-    assert paper.TRAINING == {"lr": 1e-3, "momentum": 0.9, "batch_size": 32, "epochs": 20}
+    assert paper.TRAINING == {
+        "optimizer": "sgd",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "batch_size": 32,
+        "epochs": 20,
+    }
     cfg = TrainConfig("fcnn1")
     assert {k: getattr(cfg, k) for k in paper.TRAINING} == paper.TRAINING
+    # the paper's networks have no recipe of their own: the paper's is theirs
+    for net in paper.NETWORKS:
+        assert TrainConfig.for_network(net) == TrainConfig(net)
     assert paper.PLUS_TRAINING == {"optimizer": "sgd", "lr": 1e-4, "steps": 100}
 
 

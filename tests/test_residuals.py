@@ -195,6 +195,18 @@ def test_energy_kept_per_layer_on_a_float32_network():
     )
 
 
+def test_energy_kept_per_layer_of_a_vision_transformer():
+    from nnspaces.models import build_model
+
+    model = build_model("vit")
+    kept = energy_kept_per_layer(model, torch.rand(2, 1, 28, 28))
+    # the patch convolution, two MLP layers per block and the head; the attention's out_proj
+    # is never called as a module (its weight is used inside the attention): no entry
+    assert len(kept) == 1 + 4 * 2 + 1 and list(kept)[0] == "conv_proj"
+    assert list(kept)[-1] == "heads.head" and not any("out_proj" in n for n in kept)
+    assert all(0 <= v <= 1 + 1e-9 for v in kept.values())
+
+
 def test_energy_kept_per_layer_leaves_the_model_as_it_was():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
     model.train()

@@ -1,7 +1,11 @@
-"""Training beats chance with the paper's recipe; the checkpoint cache hits, is keyed by
-everything that determines a network, retrains on corrupt files, and writes atomically."""
+"""Training beats chance with the paper's recipe; a network's own recipe (vit: AdamW, one-cycle)
+is what trains it; the checkpoint cache hits, is keyed by everything that determines a network
+(and keeps the keys of configurations made before the recipes), retrains on corrupt files, and
+writes atomically."""
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 import torch
@@ -9,11 +13,15 @@ from helpers import mode, umask
 
 from nnspaces import paper, training
 from nnspaces.data import load_dataset
+from nnspaces.models import network_spec
 from nnspaces.training import (
+    ADDED_FIELDS,
+    ONE_CYCLE,
     TrainConfig,
     cache_key,
     evaluate,
     get_trained,
+    make_optimizer,
     predict,
     save_checkpoint,
 )
@@ -90,6 +98,9 @@ CHANGES = {
     "momentum": 0.5,
     "batch_size": 64,
     "seed": 1,
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "schedule": "one-cycle",
 }
 
 
@@ -100,6 +111,115 @@ def test_every_field_is_part_of_the_key(small):
     for name, value in CHANGES.items():
         keys.add(cache_key(dataclasses.replace(base, **{name: value}), small))
     assert len(keys) == len(CHANGES) + 1
+
+
+def _key_before_recipes(config, data):
+    """cache_key as it was before TrainConfig had optimizer, weight_decay and schedule."""
+    old = ("network", "epochs", "lr", "momentum", "batch_size", "seed")
+    blob = json.dumps(
+        {
+            "config": {k: getattr(config, k) for k in old},
+            "data": data.info() | {"fingerprint": data.fingerprint()},
+            "format": training.CACHE_FORMAT,
+            "torch": torch.__version__.split("+")[0],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@pytest.mark.parametrize("network", ["fcnn1", "fcnn5", "resnet18"])
+def test_the_papers_networks_keep_their_cached_keys(small, network):
+    # the checkpoints cached before the recipes existed are found again: same key
+    for cfg in (
+        TrainConfig(network),
+        TrainConfig(network, epochs=3, seed=2, lr=0.01),
+        TrainConfig.for_network(network, epochs=10),
+    ):
+        assert cache_key(cfg, small) == _key_before_recipes(cfg, small)
+    # an added field at its old value is left out, whatever the number type
+    assert cache_key(TrainConfig(network, weight_decay=0), small) == cache_key(
+        TrainConfig(network), small
+    )
+    # the added fields' old values are their defaults (the paper's recipe)
+    defaults = TrainConfig(network)
+    assert ADDED_FIELDS == {k: getattr(defaults, k) for k in ADDED_FIELDS}
+
+
+def test_a_recipe_changes_the_key(small):
+    vit = TrainConfig.for_network("vit", epochs=1)
+    assert cache_key(vit, small) != _key_before_recipes(vit, small)
+    # every added field, away from its old value, changes the key on its own
+    base = TrainConfig("fcnn1", epochs=1)
+    for name, value in {
+        "optimizer": "adamw",
+        "weight_decay": 1e-4,
+        "schedule": "one-cycle",
+    }.items():
+        assert cache_key(dataclasses.replace(base, **{name: value}), small) != cache_key(
+            base, small
+        )
+    # and back to the old value on a recipe that differs elsewhere too
+    for name, old in ADDED_FIELDS.items():
+        assert cache_key(dataclasses.replace(vit, **{name: old}), small) != cache_key(vit, small)
+
+
+def test_for_network_applies_the_networks_recipe():
+    for name in ("fcnn1", "fcnn5", "resnet18"):
+        assert TrainConfig.for_network(name, epochs=3, seed=1) == TrainConfig(
+            name, epochs=3, seed=1
+        )
+    vit = TrainConfig.for_network("vit", epochs=2)
+    assert {k: getattr(vit, k) for k in network_spec("vit").training} == dict(
+        network_spec("vit").training
+    )
+    assert (vit.optimizer, vit.schedule, vit.epochs) == ("adamw", "one-cycle", 2)
+    # given values win over the recipe
+    assert TrainConfig.for_network("vit", lr=1e-4).lr == 1e-4
+    with pytest.raises(ValueError, match=r"unknown training values \['lerning_rate'\].*lr"):
+        TrainConfig.for_network("vit", lerning_rate=1)
+    with pytest.raises(ValueError, match="unknown network 'vgg'"):
+        TrainConfig.for_network("vgg")
+
+
+def test_make_optimizer_follows_the_config():
+    from nnspaces.models import build_model
+
+    model = build_model("fcnn1")
+    opt, sched = make_optimizer(model, TrainConfig("fcnn1", weight_decay=0.1), 5)
+    assert type(opt) is torch.optim.SGD and sched is None
+    assert (opt.defaults["lr"], opt.defaults["momentum"], opt.defaults["weight_decay"]) == (
+        1e-3,
+        0.9,
+        0.1,
+    )
+    cfg = TrainConfig("fcnn1", epochs=3, optimizer="adamw", schedule="one-cycle", momentum=0.8)
+    opt, sched = make_optimizer(model, cfg, 5)
+    assert type(opt) is torch.optim.AdamW and opt.defaults["betas"] == (0.8, 0.999)
+    assert isinstance(sched, torch.optim.lr_scheduler.OneCycleLR)
+    assert sched.total_steps == 15
+
+
+def test_vit_trains_with_adamw_and_the_one_cycle_schedule(small, tmp_path, monkeypatch):
+    made = []
+
+    def spy(model, config, steps_per_epoch):
+        made.append(make_optimizer(model, config, steps_per_epoch))
+        return made[-1]
+
+    monkeypatch.setattr(training, "make_optimizer", spy)
+    cfg = TrainConfig.for_network("vit", epochs=2)
+    tiny = dataclasses.replace(small, x_train=small.x_train[:128], y_train=small.y_train[:128])
+    get_trained(cfg, tiny, cache_dir=tmp_path, progress=False)
+    [(opt, sched)] = made
+    assert type(opt) is torch.optim.AdamW
+    group = opt.param_groups[0]
+    assert group["weight_decay"] == cfg.weight_decay == network_spec("vit").training["weight_decay"]
+    # the schedule ran to its end: two epochs of two batches of 64, the last batch with the
+    # one-cycle's final learning rate, the peak over div_factor * final_div_factor
+    assert sched.total_steps == 4 and sched.last_epoch == 3
+    final = cfg.lr / (ONE_CYCLE["div_factor"] * ONE_CYCLE["final_div_factor"])
+    assert group["lr"] == pytest.approx(final, rel=1e-6)
 
 
 def test_the_data_is_part_of_the_key(small):
@@ -204,3 +324,11 @@ def test_bad_config():
         TrainConfig("fcnn1", batch_size=0)
     with pytest.raises(ValueError, match="batch_size=2.5"):
         TrainConfig("fcnn1", batch_size=2.5)
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; allowed: sgd, adamw"):
+        TrainConfig("fcnn1", optimizer="adam")
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'; allowed: constant, one-cycle"):
+        TrainConfig("fcnn1", schedule="cosine")
+    with pytest.raises(ValueError, match="weight_decay=-0.1 must be a number >= 0"):
+        TrainConfig("fcnn1", weight_decay=-0.1)
+    with pytest.raises(ValueError, match="weight_decay=True"):
+        TrainConfig("fcnn1", weight_decay=True)

@@ -128,6 +128,20 @@ def test_convolutional_network_has_no_image_projection(explorer):
     assert len(res.per_layer) == 21 and res.per_layer["conv1"] == pytest.approx(1.0)
 
 
+def test_the_vision_transformer_opens_on_its_patch_convolution(data):
+    vit = build_model("vit", seed=0)
+    ex = Explorer(lambda name: vit, data, network="vit", quick=True)
+    assert ex.shown == "vit" and not ex.error.value
+    assert ex.layer.value == network_spec("vit").signal_layer == "conv_proj"
+    assert ex.signal.index.max == 48 and ex.signal.vector.shape == (7, 7)  # 49 7x7 patches
+    # energy kept: the patch convolution, two MLP layers a block, the head (out_proj never
+    # runs as a module: the attention uses its weight)
+    per_layer = ex.residual.per_layer
+    assert len(per_layer) == 10 and per_layer["conv_proj"] == pytest.approx(1.0)
+    assert not any("out_proj" in n for n in per_layer)
+    assert "descent" in ex.inversion.method.options and "exact" not in ex.inversion.method.options
+
+
 def test_bad_layer_is_a_clear_error(explorer):
     with pytest.raises(ValueError, match="no layer 'nope'"):
         explorer.select("fcnn1", "nope")

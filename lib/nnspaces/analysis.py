@@ -19,6 +19,12 @@ and with ``data`` the fraction of the energy of the layer's real inputs (capture
 hooks on a batch of test images) that lies in its row space: what the layer can see. Every
 other module, and every parameter that is not a layer's weight, is listed too with
 ``analysed = False`` and the reason: nothing is skipped silently.
+
+Attention, head by head (e.g. the registry's ``vit``: 4 layers x 4 heads)::
+
+    heads = attention_heads(analyze(model, data))     # one row per layer and head
+    heads.pivot(index=["layer", "head"], columns="projection", values="condition_number")
+    S = np.linalg.svd(head_matrices(attn)[0, "Q"], compute_uv=False)   # one head's spectrum
 """
 
 from __future__ import annotations
@@ -108,7 +114,15 @@ def _matrix_row(layer, module, label, W, inputs, eps) -> dict[str, Any]:
     )
 
 
-def _attention_rows(name: str, mha: nn.MultiheadAttention, inputs, eps) -> Iterator[dict]:
+#: The four maps of one attention head, in the order :func:`analyze` lists them.
+PROJECTIONS = ("Q", "K", "V", "output")
+
+
+def head_matrices(mha: nn.MultiheadAttention) -> dict[tuple[int, str], np.ndarray]:
+    """Every head's maps as float64 matrices, keyed ``(head, projection)`` with projection
+    one of :data:`PROJECTIONS`: the query, key and value projections (``d_head x E``, the
+    head's rows of the input projection) and the head's columns of the output projection
+    (``E x d_head``). :func:`analyze` gives each one row."""
     E, h = mha.embed_dim, mha.num_heads
     d = E // h
     if mha._qkv_same_embed_dim:
@@ -118,15 +132,32 @@ def _attention_rows(name: str, mha: nn.MultiheadAttention, inputs, eps) -> Itera
             getattr(mha, f"{p}_proj_weight").detach().double().cpu().numpy() for p in "qkv"
         )
     Wo = mha.out_proj.weight.detach().double().cpu().numpy()
-    q, k, v = inputs if inputs is not None else (None, None, None)
+    out = {}
     for head in range(h):
         rows = slice(head * d, (head + 1) * d)
-        for label, W, x in (("Q", Wq[rows], q), ("K", Wk[rows], k), ("V", Wv[rows], v)):
-            yield _matrix_row(name, mha, f"head {head} {label} projection", W, x, eps)
-        row = _matrix_row(name, mha, f"head {head} output projection", Wo[:, rows], None, eps)
-        if inputs is not None:
+        out.update({(head, "Q"): Wq[rows], (head, "K"): Wk[rows], (head, "V"): Wv[rows]})
+        out[head, "output"] = Wo[:, rows]
+    return out
+
+
+def _attention_rows(name: str, mha: nn.MultiheadAttention, inputs, eps) -> Iterator[dict]:
+    q, k, v = inputs if inputs is not None else (None, None, None)
+    x = {"Q": q, "K": k, "V": v, "output": None}
+    for (head, label), W in head_matrices(mha).items():
+        row = _matrix_row(name, mha, f"head {head} {label} projection", W, x[label], eps)
+        if label == "output" and inputs is not None:
             row["reason"] = "input energy: the heads' outputs are not a module's input"
         yield row
+
+
+def attention_heads(table):
+    """The attention rows of an :func:`analyze` table, one per layer, head and projection,
+    with ``head`` (an int) and ``projection`` (one of :data:`PROJECTIONS`) as columns."""
+    rows = table[table["type"] == "MultiheadAttention"]
+    parts = rows["matrix"].str.extract(r"^head (\d+) (\w+) projection$")
+    rows = rows.assign(head=parts[0].astype(int), projection=parts[1])
+    keep = ["layer", "head", "projection"] + [c for c in COLUMNS if c not in ("layer", "type")]
+    return rows[keep].reset_index(drop=True)
 
 
 def _conv_row(name, conv, x, real: bool, eps: float, dense_limit: int) -> dict[str, Any]:

@@ -33,6 +33,9 @@ class Reference:
         return main if self.notebook is None else f"{main}; authors' notebook: {self.notebook:g}"
 
 
+#: The paper's three networks, in its order (the registry may hold more: nnspaces.models).
+NETWORKS = ("fcnn1", "fcnn5", "resnet18")
+
 #: Test accuracy by network (figure captions) and the notebook's validation accuracies.
 ACCURACY: dict[str, Reference] = {
     "fcnn1": Reference(0.92, "caption of Fig. 1 and Fig. 3", 0.9168),
@@ -51,7 +54,7 @@ CONDITION_NUMBER: dict[str, Reference] = {
 FIGURE_LAYER: dict[str, str] = {"fcnn1": "1", "resnet18": "layer1.0.conv1"}
 
 #: The training recipe (Section 2 and the notebook): cross-entropy, SGD, batch 32, 20 epochs.
-TRAINING = {"lr": 1e-3, "momentum": 0.9, "batch_size": 32, "epochs": 20}
+TRAINING = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32, "epochs": 20}
 
 #: The notebook's "+training": SGD on the image, learning rate 1e-4, 100 steps.
 PLUS_TRAINING = {"optimizer": "sgd", "lr": 1e-4, "steps": 100}

@@ -109,7 +109,10 @@ def energy_kept_per_layer(model: nn.Module, x: torch.Tensor) -> dict[str, float]
 
     ``x`` is a batch of images ``(B, 1, 28, 28)``; the network runs once (eval mode) with
     hooks that record each layer's input. For a convolution the input is unfolded into
-    patches ``(in*kh*kw)`` and the fraction is over all patches of the batch.
+    patches ``(in*kh*kw)`` and the fraction is over all patches of the batch (a Linear on
+    tokens ``(B, T, E)``: over all tokens). A layer the forward pass never calls has no input
+    to measure and no entry: e.g. the ``out_proj`` of an ``nn.MultiheadAttention``, whose
+    weight the attention uses directly (:func:`nnspaces.analysis.analyze` analyses it per head).
     """
     layers = weight_layers(model)
     inputs: dict[str, torch.Tensor] = {}
@@ -125,12 +128,14 @@ def energy_kept_per_layer(model: nn.Module, x: torch.Tensor) -> dict[str, float]
             h.remove()
     result = {}
     for name, layer in layers.items():
+        if name not in inputs:  # never called as a module
+            continue
         inp = inputs[name].detach().cpu().double()
         if isinstance(layer, nn.Conv2d):
             patches = F.unfold(inp, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
             inp = patches.transpose(1, 2).reshape(-1, patches.shape[1])
         else:
-            inp = inp.reshape(inp.shape[0], -1)
+            inp = inp.reshape(-1, layer.in_features)  # a Linear maps the last dimension
         kept = np.sum(row_space_projection(layer_matrix(layer), inp) ** 2)
         result[name] = float(kept / np.sum(inp.numpy() ** 2))
     return result

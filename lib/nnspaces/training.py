@@ -1,8 +1,11 @@
 """Training, evaluation, and a checkpoint cache keyed by the whole configuration.
 
 The paper's recipe is the default: cross-entropy, SGD with learning rate 1e-3 and momentum
-0.9, batch size 32. :func:`get_trained` returns a cached network when one was trained with the
-same configuration on the same data, else trains it (with a progress bar) and caches it.
+0.9, batch size 32. A network may have its own (:attr:`nnspaces.models.NetworkSpec.training`;
+``vit``: AdamW with a one-cycle learning rate): :meth:`TrainConfig.for_network` applies it, and
+every run builds its configurations that way. :func:`get_trained` returns a cached network
+when one was trained with the same configuration on the same data, else trains it (with a
+progress bar) and caches it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from torch import nn
 
 from .data import Dataset, make_loader
 from .files import atomic_write
-from .models import build_model, check_network, frozen, model_as, n_outputs_of
+from .models import build_model, check_network, frozen, model_as, n_outputs_of, network_spec
 from .paper import TRAINING
 from .progress import progress_bar
 
@@ -30,12 +33,23 @@ DEFAULT_CACHE = Path(
 )
 CACHE_FORMAT = 1  # bump when the checkpoint layout changes
 
+#: The optimizers a TrainConfig may name (``momentum`` is AdamW's first beta).
+OPTIMIZERS = ("sgd", "adamw")
+#: Learning-rate schedules: ``constant``, or ``one-cycle`` (torch's OneCycleLR stepped once a
+#: batch, peaking at ``lr``, with these settings and the momentum left constant).
+SCHEDULES = ("constant", "one-cycle")
+ONE_CYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
+#: TrainConfig fields added after checkpoints were cached, with the value every older network
+#: was trained with: :func:`cache_key` leaves a field out at that value, so old keys still hit.
+ADDED_FIELDS = {"optimizer": "sgd", "weight_decay": 0.0, "schedule": "constant"}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained network (and so keys the cache). The defaults
-    are the paper's recipe (:data:`nnspaces.paper.TRAINING`); a run's epochs come from its
-    :class:`~nnspaces.config.RunConfig`."""
+    are the paper's recipe (:data:`nnspaces.paper.TRAINING`); :meth:`for_network` gives a
+    network's own; a run's epochs come from its :class:`~nnspaces.config.RunConfig`.
+    ``optimizer``: one of :data:`OPTIMIZERS`; ``schedule``: one of :data:`SCHEDULES`."""
 
     network: str
     epochs: int = TRAINING["epochs"]
@@ -43,6 +57,22 @@ class TrainConfig:
     momentum: float = TRAINING["momentum"]
     batch_size: int = TRAINING["batch_size"]
     seed: int = 0
+    optimizer: str = TRAINING["optimizer"]
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+
+    @classmethod
+    def for_network(cls, network: str, **given) -> TrainConfig:
+        """``network``'s recipe (its registry entry's ``training`` values over the paper's),
+        with the values in ``given`` (epochs, seed, ...) in their place."""
+        recipe = dict(network_spec(network).training)
+        allowed = [f.name for f in dataclasses.fields(cls) if f.name != "network"]
+        unknown = sorted((set(recipe) | set(given)) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown training values {unknown} for {network!r}; allowed: {', '.join(allowed)}"
+            )
+        return cls(network, **{**recipe, **given})
 
     def __post_init__(self) -> None:
         check_network(self.network)
@@ -54,6 +84,15 @@ class TrainConfig:
             raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size!r} must be an integer >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}"
+            )
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, int | float) or not wd >= 0:
+            raise ValueError(f"weight_decay={wd!r} must be a number >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
 
 
 @dataclass
@@ -74,6 +113,26 @@ class TrainedNetwork:
         )
 
 
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The optimizer ``config`` names over ``model``'s parameters, and its learning-rate
+    schedule (None for a constant rate), to be stepped once per batch."""
+    params, wd = model.parameters(), config.weight_decay
+    if config.optimizer == "adamw":
+        betas = (config.momentum, 0.999)
+        opt = torch.optim.AdamW(params, lr=config.lr, betas=betas, weight_decay=wd)
+    else:
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=wd)
+    if config.schedule == "constant":
+        return opt, None
+    total = config.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=total, cycle_momentum=False, **ONE_CYCLE
+    )
+    return opt, sched
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -86,10 +145,12 @@ def train(
     device = torch.device(device)
     torch.manual_seed(config.seed)
     model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    steps = -(-data.n_train // config.batch_size)
+    opt, schedule = make_optimizer(model, config, steps)
     loss_fn = nn.CrossEntropyLoss()
+    total, done = config.epochs * steps, 0
     bar = progress_bar(
-        config.epochs * -(-data.n_train // config.batch_size),
+        total,
         desc=f"train {config.network}",
         progress=progress,
         unit="batch",
@@ -105,6 +166,9 @@ def train(
             loss.backward()
             opt.step()
             bar.update(1)
+            done += 1
+            if schedule is not None and done < total:  # the last batch had the final rate
+                schedule.step()
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     bar.close()
     return model.eval()
@@ -137,10 +201,16 @@ def evaluate(
 
 
 def cache_key(config: TrainConfig, data: Dataset) -> str:
-    """Hash of the configuration, the data (name and content) and the cache format."""
+    """Hash of the configuration, the data (name and content) and the cache format. A field of
+    :data:`ADDED_FIELDS` at its old value is left out: a configuration that older code could
+    express keeps the key that code gave it."""
+    fields = dataclasses.asdict(config)
+    for name, old in ADDED_FIELDS.items():
+        if fields[name] == old:
+            del fields[name]
     blob = json.dumps(
         {
-            "config": dataclasses.asdict(config),
+            "config": fields,
             "data": data.info() | {"fingerprint": data.fingerprint()},
             "format": CACHE_FORMAT,
             "torch": torch.__version__.split("+")[0],
