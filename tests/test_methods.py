@@ -42,6 +42,8 @@ def test_methods_table():
         "training": ("training", "original", False, False),
         "exact": ("exact", None, False, False),
         "newton": ("newton", "newton", False, False),
+        "lm": ("lm", "lm", False, False),
+        "lm-box": ("lm", "lm", False, True),
         "descent": ("descent", "descent", True, False),
         "box": ("box", "box", True, True),
     }
@@ -92,7 +94,7 @@ def test_unknown_method_names_the_allowed_ones(bad):
 
 def test_names_and_comparison_order():
     assert method_names() == (*METHODS, *PAPER_SIX)
-    assert COMPARED == (*PAPER_SIX, "exact", "newton", "descent", "box")
+    assert COMPARED == (*PAPER_SIX, "exact", "newton", "lm", "lm-box", "descent", "box")
 
 
 def test_which_methods_apply():

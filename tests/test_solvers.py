@@ -62,7 +62,7 @@ def run_newton(model, start, t, *, steps=20, **kw):
 
 
 def test_presets():
-    assert set(PRESETS) == {"original", "newton", "descent", "box", "natural"}
+    assert set(PRESETS) == {"original", "newton", "lm", "descent", "box", "natural"}
     # the authors' "+training": plain SGD at a constant 1e-4 for 100 steps
     orig = PRESETS["original"]
     assert (orig.optimizer, orig.lr, orig.steps, orig.lr_final) == (

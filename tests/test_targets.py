@@ -41,8 +41,8 @@ def three():
 
 
 def test_names():
-    assert TARGETS == ("min-max", "percentile", "notebook")
-    assert STARTS == ("avg-img", "min-img", "avg-min-img", "avg-img+noise")
+    assert TARGETS == ("min-max", "percentile", "notebook", "probability")
+    assert STARTS == ("avg-img", "min-img", "avg-min-img", "avg-img+noise", "avg-all")
 
 
 def test_targets_match_hand_values(toy):
