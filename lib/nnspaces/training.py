@@ -41,7 +41,7 @@ SCHEDULES = ("constant", "one-cycle")
 ONE_CYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
 #: TrainConfig fields added after checkpoints were cached, with the value every older network
 #: was trained with: :func:`cache_key` leaves a field out at that value, so old keys still hit.
-ADDED_FIELDS = {"optimizer": "sgd", "weight_decay": 0.0, "schedule": "constant"}
+ADDED_FIELDS = {"optimizer": TRAINING["optimizer"], "weight_decay": 0.0, "schedule": "constant"}
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,9 @@ class TrainConfig:
     momentum: float = TRAINING["momentum"]
     batch_size: int = TRAINING["batch_size"]
     seed: int = 0
-    optimizer: str = TRAINING["optimizer"]
-    weight_decay: float = 0.0
-    schedule: str = "constant"
+    optimizer: str = ADDED_FIELDS["optimizer"]
+    weight_decay: float = ADDED_FIELDS["weight_decay"]
+    schedule: str = ADDED_FIELDS["schedule"]
 
     @classmethod
     def for_network(cls, network: str, **given) -> TrainConfig:
