@@ -3,6 +3,7 @@
 # make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib with its dev extra) and its kernel
 # make sweep     five seeds x {embedded MNIST, Fashion-MNIST} through the figure notebooks, with
 #                the spread across seeds in results/seeds/index.html (sweeps/seeds.toml)
+# make student  the lessons' student edition (no solutions) in student/
 # make paper     the paper's setting: full MNIST, 20 epochs (needs `make mnist` first)
 # make mnist     download full MNIST into data/ (needs the internet)
 
@@ -12,7 +13,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nnspaces-setup
 PROFILE ?= default
 
-.PHONY: setup figures sweep paper test lint mnist clean-results
+.PHONY: setup figures sweep paper student test lint mnist clean-results
 
 setup: $(STAMP)
 
@@ -32,6 +33,9 @@ sweep: setup
 
 paper: setup
 	$(PY) -m nnspaces run --profile paper
+
+student: setup
+	$(PY) -m nnspaces student --out student
 
 test: setup
 	$(PY) -m pytest

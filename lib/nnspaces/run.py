@@ -140,7 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_arguments(sub.add_parser("sweep", help="run the notebooks over a parameter grid"))
     readme = sub.add_parser("readme", help="write the README's result tables from a run")
     readme.add_argument("--run", default=str(RESULTS / "default"), help="a run's folder")
+    student = sub.add_parser("student", help="write the student edition (no solutions)")
+    student.add_argument("--out", default="student", help="its folder (default: student/)")
     args = parser.parse_args(argv)
+    if args.command == "student":
+        from .student import write_student_edition
+
+        written = write_student_edition(args.out)
+        print(f"student edition: {len(written)} notebooks in {Path(args.out)}/")
+        return 0
     if args.command == "readme":
         from .readme import update
 
