@@ -49,11 +49,12 @@ def _wrong(exercise: str, message: str, hint: str) -> ExerciseError:
 
 def _as_number(exercise: str, answer: Any, hint: str) -> float:
     if isinstance(answer, bool) or not isinstance(answer, (Real, np.number)):
-        if isinstance(answer, (np.ndarray,)) and answer.size == 1:
-            return float(answer)
-        if hasattr(answer, "item") and getattr(answer, "numel", lambda: 0)() == 1:
+        if isinstance(answer, np.ndarray) and answer.size == 1:
+            return float(answer.item())
+        if hasattr(answer, "numel") and answer.numel() == 1:
             return float(answer.item())  # a one-element torch tensor
-        raise _wrong(exercise, f"the answer should be one number, got {type(answer).__name__}.", hint)
+        kind = type(answer).__name__
+        raise _wrong(exercise, f"the answer should be one number, got {kind}.", hint)
     return float(answer)
 
 
