@@ -35,9 +35,9 @@ NOTEBOOKS = (
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`
 
 
-def available_notebooks() -> list[str]:
-    """Names of the notebooks the runner knows that exist in ``notebooks/``."""
-    return [n for n in NOTEBOOKS if (NOTEBOOK_DIR / f"{n}.ipynb").is_file()]
+def available_notebooks(folder: Path = NOTEBOOK_DIR) -> list[str]:
+    """Names of the notebooks the runner knows that exist in ``folder`` (``notebooks/``)."""
+    return [n for n in NOTEBOOKS if (Path(folder) / f"{n}.ipynb").is_file()]
 
 
 def _kernel_name() -> str:
@@ -48,7 +48,11 @@ def _kernel_name() -> str:
 
 
 def run_notebooks(
-    config: RunConfig, *, only: list[str] | None = None, progress: bool | None = None
+    config: RunConfig,
+    *,
+    only: list[str] | None = None,
+    progress: bool | None = None,
+    notebook_dir: str | Path = NOTEBOOK_DIR,
 ) -> list[dict[str, Any]]:
     """Run the notebooks (all, or ``only`` those) with ``config``'s parameters.
 
@@ -63,7 +67,8 @@ def run_notebooks(
 
     if not isinstance(config, RunConfig):
         raise TypeError(f"run_notebooks needs a RunConfig, got {type(config).__name__}")
-    names = available_notebooks()
+    notebook_dir = Path(notebook_dir)
+    names = available_notebooks(notebook_dir)
     if only:
         unknown = [n for n in only if n not in names]
         if unknown:
@@ -76,7 +81,7 @@ def run_notebooks(
     cell_bar = show_progress(progress)  # decided here, outside the batch run of the kernels
     rows = []
     for name in names:
-        source = NOTEBOOK_DIR / f"{name}.ipynb"
+        source = notebook_dir / f"{name}.ipynb"
         output = out_dir / "notebooks" / f"{name}.ipynb"
         declared = pm.inspect_notebook(str(source))  # pass each notebook only what it declares
         start = time.perf_counter()
@@ -87,7 +92,7 @@ def run_notebooks(
                     output,
                     parameters={k: v for k, v in params.items() if k in declared},
                     kernel_name=kernel,
-                    cwd=str(NOTEBOOK_DIR),
+                    cwd=str(notebook_dir),
                     progress_bar=cell_bar,
                 )
             status = "ok"
