@@ -38,6 +38,8 @@ def _run(tmp_path):
     }
     for name, m in (("fig1", fig1), ("fig3", fig3)):
         (out / "metrics" / f"{name}.json").write_text(json.dumps(m))
+    rows = [{"notebook": "fig1", "seconds": 12.4}, {"notebook": "fig3", "seconds": 80.2}]
+    (out / "run.json").write_text(json.dumps({"notebooks": rows}))
     return out
 
 
@@ -51,6 +53,14 @@ def test_snapshot_and_rendering_carry_the_runs_numbers(tmp_path):
     assert "| `descent` | 0.012 | 2e-07 |" in text
     assert "| `natural pre-images` | 0.5 (7/10, min-max) | - |" in text
     assert "profile `p`, d (40 training / 10 test images: s)" in text
+    assert "took 93 s in all (fig1 12 s, fig3 80 s;" in text
+
+
+def test_a_run_without_run_json_has_no_times(tmp_path):
+    out = _run(tmp_path)
+    (out / "run.json").unlink()
+    snap = readme.snapshot(out)
+    assert snap["times"] == {} and "took" not in readme.render(snap)
 
 
 def test_update_rewrites_only_the_block(tmp_path):

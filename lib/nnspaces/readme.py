@@ -11,6 +11,7 @@ that, so the README cannot drift from the numbers it was made from.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,16 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
             net: {k: n.get(k) for k in ("n_recognised", "chosen_weight", "targets")}
             for net, n in natural.items()
         },
+        "times": run_times(out_dir),
     }
+
+
+def run_times(out_dir: Path) -> dict[str, float]:
+    """Seconds per notebook of the run, from its ``run.json`` (empty when there is none)."""
+    path = Path(out_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    return {row["notebook"]: row["seconds"] for row in json.loads(path.read_text())["notebooks"]}
 
 
 def _error(value: float | None) -> str:
@@ -89,6 +99,14 @@ def render(snap: dict[str, Any]) -> str:
                 text += f" ({nat['n_recognised']}/10, {nat['targets']})"
             cells.append(text)
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    times = snap.get("times") or {}
+    if times:
+        each = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
+        lines += [
+            "",
+            f"The run's notebooks took {sum(times.values()):.0f} s in all ({each}; training "
+            "is included where the checkpoint cache was cold).",
+        ]
     lines.append(END)
     return "\n".join(lines)
 
