@@ -103,7 +103,10 @@ def image_grid(
     fig, axes = plt.subplots(
         n_rows,
         n_cols,
-        figsize=(cell * n_cols, cell * n_rows * (1.25 if captions else 1.0)),
+        figsize=(
+            cell * n_cols * (1.4 if colorbar else 1.0),
+            cell * n_rows * (1.25 if captions else 1.0),
+        ),
         squeeze=False,
     )
     for c in range(n_cols):
