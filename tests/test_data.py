@@ -167,3 +167,14 @@ def test_mnist_code_path_reads_real_idx_files(tmp_path):
     d = load_dataset("mnist", root=tmp_path, n_test=1000)
     assert (d.n_train, d.n_val, d.n_test) == (50000, 10000, 1000)
     assert "IDX files" in d.describe()
+
+
+def test_class_names_one_per_label_for_every_dataset():
+    from nnspaces.data import CLASS_NAMES, DATASETS, N_CLASSES
+
+    assert set(CLASS_NAMES) == set(DATASETS)
+    for names in CLASS_NAMES.values():
+        assert len(names) == len(set(names)) == N_CLASSES
+    assert CLASS_NAMES["mnist"] == tuple("0123456789") == CLASS_NAMES["mnist-embedded"]
+    fashion = CLASS_NAMES["fashion-mnist"]
+    assert (fashion[0], fashion[5], fashion[9]) == ("T-shirt/top", "Sandal", "Ankle boot")

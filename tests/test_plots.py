@@ -87,7 +87,7 @@ def test_every_plotting_function_is_checked_here():
         for name, f in vars(plots).items()
         if inspect.isfunction(f) and f.__module__ == plots.__name__ and not name.startswith("_")
     }
-    assert public == {*PLOTTERS, "save_figure", "style", "styled"}
+    assert public == {*PLOTTERS, "save_figure", "style", "styled", "with_paper"}
     for name in (*PLOTTERS, "save_figure"):
         assert getattr(plots, name).__wrapped__  # made by @styled
 
@@ -273,3 +273,81 @@ def test_score_histograms_and_frontier_layouts():
     assert [ax.get_title() for ax in fig.axes[:2]] == ["fcnn1", "fcnn5"]
     xs = fig.axes[0].lines[0].get_xdata()
     np.testing.assert_allclose(xs, [1e-4, 1e-3, 1e-2])  # weight 0 drawn at a tenth of 1e-3
+
+
+def _grid_images(fig, n_rows, n_cols):
+    """The images of an image_grid, [row][col] (None where a cell is empty)."""
+    axes = np.array(fig.axes).reshape(n_rows, n_cols)
+    return [[ax.images[0] if ax.images else None for ax in row] for row in axes]
+
+
+def test_signed_scales_are_zero_centred_diverging_and_grouped_as_asked():
+    rows = [
+        np.array([[-1.0, 0.5, 0.2, 0.0], [3.0, 2.0, 1.0, 0.0]]),  # signed-column
+        np.array([[0.1, -0.2, 0.0, 0.0], [-8.0, 1.0, 1.0, 1.0]]),  # signed-row
+        np.array([[0.001, -0.002, 0.0, 0.0], [5.0, -0.5, 0.0, 0.0]]),  # signed-image
+        np.array([[-4.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]),  # signed-column again
+    ]
+    fig = plots.image_grid(
+        rows, scale=["signed-column", "signed-row", "signed-image", "signed-column"]
+    )
+    im = _grid_images(fig, 4, 2)
+    for row in im:
+        for image in row:
+            lo, hi = image.get_clim()
+            assert lo == -hi and hi > 0  # symmetric around zero: white is zero
+            assert image.get_cmap().name == plots.DIVERGING
+    # signed-column: one scale per column over the signed-column rows (max |value|)
+    assert im[0][0].get_clim() == im[3][0].get_clim() == (-4.0, 4.0)
+    assert im[0][1].get_clim() == im[3][1].get_clim() == (-3.0, 3.0)
+    # signed-row: one scale for the whole row
+    assert im[1][0].get_clim() == im[1][1].get_clim() == (-8.0, 8.0)
+    # signed-image: each image its own, so a tiny image is not blank beside a large one
+    assert im[2][0].get_clim() == (-0.002, 0.002)
+    assert im[2][1].get_clim() == (-5.0, 5.0)
+    # an all-zero image gets a unit scale, not an empty one
+    zero = plots.image_grid([np.zeros((1, 4))], scale="signed-image")
+    assert _grid_images(zero, 1, 1)[0][0].get_clim() == (-1.0, 1.0)
+    # grey scales keep the grey colormap beside signed rows
+    mixed = plots.image_grid([rows[0], np.ones((2, 4)) * 0.5], scale=["signed-row", "unit"])
+    assert _grid_images(mixed, 2, 2)[1][0].get_cmap().name == "gray"
+
+
+def test_each_row_can_have_its_own_scale():
+    """The signal-space row on its own scale: its smallest image is not drawn on the scale of
+    the weights above it."""
+    weights = np.array([[10.0, -10.0, 0.0, 0.0], [9.0, -9.0, 0.0, 0.0]])
+    signal = np.array([[1.0, -1.0, 0.0, 0.0], [0.01, -0.01, 0.0, 0.0]])
+    fig = plots.image_grid([weights, signal], scale=["signed-row", "signed-image"])
+    im = _grid_images(fig, 2, 2)
+    assert im[0][0].get_clim() == im[0][1].get_clim() == (-10.0, 10.0)
+    assert im[1][0].get_clim() == (-1.0, 1.0) and im[1][1].get_clim() == (-0.01, 0.01)
+    shared = plots.image_grid([weights, signal], scale="signed-column")
+    assert _grid_images(shared, 2, 2)[1][1].get_clim() == (-9.0, 9.0)  # the paper's: shared
+
+
+def test_colour_bars_one_per_image_or_one_per_shared_row():
+    rows = [np.ones((3, 4)), -np.ones((3, 4)), np.ones((2, 4))]
+    fig = plots.image_grid(rows, scale=["signed-image", "signed-row", "unit"], colorbar=True)
+    assert len(fig.axes) == 9  # the bars are insets of the images' axes
+    axes = np.array(fig.axes).reshape(3, 3)
+    bars = [bar for ax in fig.axes for bar in ax.child_axes]
+    assert len(bars) == 3 + 1 + 1  # each signed-image, one for the row, one for the unit row
+    # a bar shows its image's scale
+    assert bars[0].get_ylim() == pytest.approx(axes[0, 0].images[0].get_clim())
+    assert len(axes[0, 1].child_axes) == 1 and len(axes[1, 1].child_axes) == 0
+    assert len(axes[1, 2].child_axes) == 1  # the end of the shared row
+    assert len(axes[2, 1].child_axes) == 1 and not axes[2, 2].axison  # the ragged row's end
+    assert not plots.image_grid(rows, scale="row").axes[0].child_axes  # none unless asked
+
+
+@pytest.mark.parametrize(
+    ("dataset", "paper_shown"),
+    [("mnist", True), ("mnist-embedded", True), ("fashion-mnist", False)],
+)
+def test_paper_numbers_only_in_titles_of_the_papers_datasets(dataset, paper_shown):
+    title = plots.with_paper("fcnn1: condition number 6.5", "7.22", dataset)
+    if paper_shown:
+        assert title == "fcnn1: condition number 6.5 (paper: 7.22)"
+    else:
+        assert title == "fcnn1: condition number 6.5" and "paper" not in title

@@ -33,6 +33,25 @@ from .files import atomic_write
 
 DATASETS = ("mnist-embedded", "mnist", "fashion-mnist")
 N_CLASSES = 10
+_DIGITS = tuple(str(c) for c in range(N_CLASSES))
+#: The name of each class, by dataset (label c is ``CLASS_NAMES[dataset][c]``): figure
+#: headers. Fashion-MNIST's are those its authors publish with the labels.
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist-embedded": _DIGITS,
+    "mnist": _DIGITS,
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+}
 
 #: The repository's ``data/`` folder (the library is installed editable from ``lib/``).
 #: ``NNSPACES_DATA`` overrides it.

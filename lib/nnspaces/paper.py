@@ -33,6 +33,10 @@ class Reference:
         return main if self.notebook is None else f"{main}; authors' notebook: {self.notebook:g}"
 
 
+#: The datasets the paper's numbers compare with: MNIST, and the embedded sample of real MNIST
+#: digits. On any other (Fashion-MNIST) a figure shows no "paper: ..." (nnspaces.plots.with_paper).
+DATASETS = ("mnist", "mnist-embedded")
+
 #: The paper's three networks, in its order (the registry may hold more: nnspaces.models).
 NETWORKS = ("fcnn1", "fcnn5", "resnet18")
 

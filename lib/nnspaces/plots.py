@@ -1,4 +1,5 @@
-"""Figures in one style: image grids with the paper's per-column grey scale, spectra, bars.
+"""Figures in one style: image grids with the paper's per-column grey scale (or a zero-centred
+diverging scale for signed images), spectra, bars.
 
 Plotting never computes: every function takes arrays the library already produced and
 returns a matplotlib Figure (the caller saves it with :func:`save_figure`). Each function
@@ -35,6 +36,12 @@ STYLE = {
     "image.interpolation": "nearest",
 }
 
+#: The colormap of signed images (weights, singular vectors, residuals): white at zero, red
+#: positive, blue negative; every signed scale is symmetric, ``vmin == -vmax``.
+DIVERGING = "RdBu_r"
+#: The scales :func:`image_grid` draws on a signed, zero-centred scale with :data:`DIVERGING`.
+SIGNED_SCALES = ("signed-column", "signed-row", "signed-image")
+
 F = TypeVar("F", bound=Callable)
 
 
@@ -69,16 +76,21 @@ def image_grid(
     image_shape: tuple[int, int] | None = None,
     cell: float = 1.0,
     title: str | None = None,
+    colorbar: bool = False,
 ) -> plt.Figure:
-    """A grid of grey images: ``rows[r][c]`` is drawn at row r, column c.
+    """A grid of images: ``rows[r][c]`` is drawn at row r, column c.
 
     Each row is an array ``(n_cols, ...)`` whose items reshape to ``image_shape`` (default:
-    square). ``scale`` picks the grey scale, for all rows or one per row: ``"column"`` (the
-    paper's: one min-to-max scale shared by each column, over the rows drawn this way),
+    square). ``scale`` picks the scale, for all rows or one per row. Grey, min to max:
+    ``"column"`` (the paper's: one scale shared by each column, over the rows drawn this way),
     ``"image"`` (each image its own), ``"row"``, or ``"unit"`` (0 to 1, for real images).
-    ``captions[r][c]`` is written under image (r, c).
+    Signed (:data:`SIGNED_SCALES`): the same three groupings, ``"signed-column"``,
+    ``"signed-row"``, ``"signed-image"``, drawn with :data:`DIVERGING` on a scale symmetric
+    around zero (``-m`` to ``m``, ``m`` the largest absolute value), so white means zero.
+    ``captions[r][c]`` is written under image (r, c). ``colorbar``: a colour bar beside every
+    image whose scale is its own or its column's, and one at the end of a row that shares one.
     """
-    allowed = ("column", "image", "row", "unit")
+    allowed = ("column", "image", "row", "unit", *SIGNED_SCALES)
     scales = [scale] * len(rows) if isinstance(scale, str) else list(scale)
     bad = [s for s in scales if s not in allowed]
     if bad or len(scales) != len(rows):
@@ -91,13 +103,20 @@ def image_grid(
     fig, axes = plt.subplots(
         n_rows,
         n_cols,
-        figsize=(cell * n_cols, cell * n_rows * (1.25 if captions else 1.0)),
+        figsize=(
+            cell * n_cols * (1.4 if colorbar else 1.0),
+            cell * n_rows * (1.25 if captions else 1.0),
+        ),
         squeeze=False,
     )
     for c in range(n_cols):
         col = [a[c] for a, s in zip(arrays, scales, strict=True) if c < len(a) and s == "column"]
         col_lo = min((v.min() for v in col), default=0.0)
         col_hi = max((v.max() for v in col), default=1.0)
+        signed = [s == "signed-column" for s in scales]
+        signed_col = _max_abs(
+            [a[c] for a, s in zip(arrays, signed, strict=True) if c < len(a) and s]
+        )
         for r in range(n_rows):
             ax = axes[r, c]
             ax.set_xticks([])
@@ -106,13 +125,24 @@ def image_grid(
                 ax.axis("off")
                 continue
             img = arrays[r][c]
-            lo, hi = {
-                "column": (col_lo, col_hi),
-                "image": (img.min(), img.max()),
-                "row": (arrays[r].min(), arrays[r].max()),
-                "unit": (0.0, 1.0),
-            }[scales[r]]
-            ax.imshow(img.reshape(image_shape), vmin=lo, vmax=hi if hi > lo else lo + 1)
+            if scales[r] in SIGNED_SCALES:
+                m = {
+                    "signed-column": signed_col,
+                    "signed-row": _max_abs([arrays[r]]),
+                    "signed-image": _max_abs([img]),
+                }[scales[r]]
+                im = ax.imshow(img.reshape(image_shape), vmin=-m, vmax=m, cmap=DIVERGING)
+            else:
+                lo, hi = {
+                    "column": (col_lo, col_hi),
+                    "image": (img.min(), img.max()),
+                    "row": (arrays[r].min(), arrays[r].max()),
+                    "unit": (0.0, 1.0),
+                }[scales[r]]
+                im = ax.imshow(img.reshape(image_shape), vmin=lo, vmax=hi if hi > lo else lo + 1)
+            row_wide = scales[r] in ("row", "unit", "signed-row")
+            if colorbar and (not row_wide or c == len(arrays[r]) - 1):
+                _colour_bar(fig, ax, im)
             if r == 0 and col_labels is not None:
                 ax.set_title(col_labels[c])
             if c == 0 and row_labels is not None:
@@ -123,6 +153,29 @@ def image_grid(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _max_abs(arrays: Sequence[np.ndarray]) -> float:
+    """The largest absolute value in ``arrays`` (1 where there is none, or all are zero)."""
+    m = max((float(np.abs(a).max()) for a in arrays if a.size), default=0.0)
+    return m if m > 0 else 1.0
+
+
+def _colour_bar(fig: plt.Figure, ax: plt.Axes, im) -> None:
+    """A thin colour bar just right of ``ax``, in an inset, so the image keeps its size."""
+    cax = ax.inset_axes([1.04, 0.0, 0.07, 1.0])
+    bar = fig.colorbar(im, cax=cax)
+    bar.ax.tick_params(labelsize=5, length=2, pad=1)
+    bar.ax.yaxis.get_offset_text().set_fontsize(5)
+
+
+def with_paper(title: str, paper_value: str, dataset: str) -> str:
+    """``title`` with ``(paper: <paper_value>)`` appended, only for a run on one of the
+    paper's datasets (:data:`nnspaces.paper.DATASETS`); on any other the paper's number
+    compares with nothing, so the title stays as it is."""
+    from .paper import DATASETS
+
+    return f"{title} (paper: {paper_value})" if dataset in DATASETS else title
 
 
 @styled

@@ -56,7 +56,12 @@ def signal_shape(
 def _vector_figure(vector: np.ndarray, shape: tuple[int, int] | None, title: str) -> plt.Figure:
     if shape is not None:
         return plots.image_grid(
-            [vector[None]], image_shape=shape, scale="image", cell=2.6, title=title
+            [vector[None]],
+            image_shape=shape,
+            scale="signed-image",  # a signed vector: white is zero
+            colorbar=True,
+            cell=2.6,
+            title=title,
         )
     fig, ax = plt.subplots(figsize=(4.2, 2.4))
     ax.bar(np.arange(len(vector)), vector, width=1.0, color="C0")
