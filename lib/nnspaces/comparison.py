@@ -56,17 +56,21 @@ def run_methods(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict[str, InversionResult]:
     """Every compared method (:data:`~nnspaces.inversion.COMPARED`) that applies to
     ``model`` for the targets ``(C, K)``, plus ``best`` (per class the lowest error) and
     ``best-box`` (the lowest error among images inside [0, 1]). ``quick`` caps the solvers
     of this library's iterative methods at :data:`QUICK_STEPS` (the paper's "+training"
     keeps its 100). ``stats``: the model's score statistics on ``data``'s training images
-    (computed once here when not given)."""
+    (computed once here when not given). ``methods``: only those of them (in their order;
+    ``best`` and ``best-box`` then combine only these), e.g. ``("exact", "newton")``."""
     if stats is None:
         stats = score_stats(model, data.x_train, data.y_train, device=device)
     results = {}
     for method in applicable(model):
+        if methods is not None and method not in methods:
+            continue
         m = get_method(method)
         results[method] = invert(
             model,
