@@ -37,6 +37,11 @@ INVERSION_CAPTIONS = {
         "Lesson 4: the exact and Newton pre-images of every digit, on a zero-centred diverging "
         "scale: pixels far outside [0, 1]."
     ),
+    "lesson5_box": (
+        "Lesson 5: box-constrained pre-images (projected gradient) of every network with the "
+        "box preset's step and with descent's smaller step: the larger step pushes pixels onto "
+        "0 or 1."
+    ),
     "lesson5_priors": (
         "Lesson 5: what each image prior does to ResNet18's box-constrained pre-images, and "
         "what it costs in output error (rel. err / p(c) under each image)."

@@ -1,7 +1,8 @@
-"""Each figure's metrics: what a notebook saves, and the one place that reads it back.
+"""Each notebook's metrics: what a notebook saves, and the one place that reads it back.
 
 A notebook's last cell builds one of these dataclasses from what it computed and saves it
-with :meth:`nnspaces.config.RunContext.save_metrics` (``metrics/<name>.json``). The report,
+with :meth:`nnspaces.config.RunContext.save_metrics` (``metrics/<name>.json``: ``fig1``,
+``fig2``, ``fig3``, then ``lesson4`` and ``lesson5``, the lessons beyond Figure 3). The report,
 the runner's summary and the README generator read the files through :func:`key_numbers` and
 :func:`inversion_table`, which know the keys the dataclasses write: the metrics contract lives
 here and is tested in one place (``tests/test_metrics.py``).
