@@ -81,6 +81,23 @@ def runs(data):
 # ----------------------------------------------------------------------------- run_methods
 
 
+def test_run_methods_runs_only_the_methods_asked_for(runs):
+    results, _ = runs
+    data = toy_data()
+    some = run_methods(
+        selu_model(), "min-max", data=data, network="a", quick=True, methods=("newton", "exact")
+    )
+    assert list(some) == ["exact", "newton", "best", "best-box"]  # the table's order
+    for method in ("exact", "newton"):  # the same runs as among all methods
+        np.testing.assert_allclose(some[method].rel_error, results["a"][method].rel_error)
+    best = np.fmin(some["exact"].rel_error, some["newton"].rel_error)
+    np.testing.assert_allclose(some["best"].rel_error, best)  # best of these two only
+    relu = run_methods(relu_model(), "min-max", data=data, quick=True, methods=("exact",))
+    assert relu == {}  # exact does not apply to a ReLU network: nothing to combine
+    with pytest.raises(ValueError, match=r"methods \['newtn'\] are not compared"):
+        run_methods(relu_model(), "min-max", data=data, methods=("newtn",))
+
+
 def test_run_methods_runs_what_applies(runs):
     results, _ = runs
     assert list(results["a"]) == [*COMPARED, "best", "best-box"]

@@ -69,6 +69,24 @@ def test_fields_are_exactly_the_notebooks_parameters():
             assert {"model", "weights", "out_dir", "seed", "device"} <= set(names), path.name
 
 
+def test_the_lessons_run_in_reading_order():
+    """The paper's figures, then the lessons beyond Figure 3, then the explorer; each lesson
+    notebook sets itself up like the figures (``setup_run`` with every parameter)."""
+    from nnspaces.run import NOTEBOOKS
+
+    figures = ["fig1_fcnn_signal_space", "fig2_resnet_conv_signal_space", "fig3_inverse_images"]
+    lessons = ["lesson4_exact_inversion", "lesson5_priors_and_natural_images"]
+    assert [n for n in NOTEBOOKS if n in figures + lessons] == figures + lessons
+    assert NOTEBOOKS.index("lesson5_priors_and_natural_images") < NOTEBOOKS.index("explore")
+    for name in lessons:
+        source = "".join(
+            "".join(c["source"])
+            for c in json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())["cells"]
+        )
+        call = "setup_run(profile, " + ", ".join(f"{f}={f}" for f in FIELDS[1:4])
+        assert call in " ".join(source.split()), name
+
+
 def test_profiles():
     assert list(PROFILES) == ["smoke", "default", "paper"]
     for name, cfg in PROFILES.items():

@@ -20,6 +20,8 @@ from nnspaces.metrics import (
     Fig2Metrics,
     Fig3Metrics,
     KeyNumber,
+    Lesson4Metrics,
+    Lesson5Metrics,
     inversion_table,
     key_numbers,
     recognition_table,
@@ -70,6 +72,15 @@ def fig2(**given) -> Fig2Metrics:
     return Fig2Metrics("resnet18", **{**values, **given})
 
 
+def lesson5() -> Lesson5Metrics:
+    """Lesson 5's metrics: resnet18's natural pre-images and one prior's effect."""
+    return Lesson5Metrics(
+        natural={"resnet18": natural("resnet18", 5)},
+        priors={"tv 0.1": result("resnet18", "box", 8)},
+        priors_recognised={"tv 0.1": 4},
+    )
+
+
 def fig3() -> tuple[Fig3Metrics, dict]:
     results = {
         "fcnn5": {"descent": result("fcnn5", "descent", 1), "min-img": result("fcnn5", "m", 2)},
@@ -82,7 +93,6 @@ def fig3() -> tuple[Fig3Metrics, dict]:
         accuracy={"fcnn5": 0.9654, "resnet18": 0.5},
         results=results,
         cross_model={"fcnn5": {"descent": {"resnet18": 7}}},
-        natural={"resnet18": natural("resnet18", 5)},
     )
     return m, results
 
@@ -117,8 +127,15 @@ def context(tmp_path_factory):
 
 
 def test_saved_metrics_carry_the_profile_the_data_and_the_values(context):
-    paths = [context.save_metrics(m) for m in (fig1(), fig2(), fig3()[0])]
-    assert [p.name for p in paths] == ["fig1.json", "fig2.json", "fig3.json"]
+    saved_by = (fig1(), fig2(), fig3()[0], lesson4(), lesson5())
+    paths = [context.save_metrics(m) for m in saved_by]
+    assert [p.name for p in paths] == [
+        "fig1.json",
+        "fig2.json",
+        "fig3.json",
+        "lesson4.json",
+        "lesson5.json",
+    ]
     assert all(p.parent == context.out_dir / "metrics" for p in paths)
     saved = {p.stem: json.loads(p.read_text()) for p in paths}
     info = context.data.info()
@@ -151,7 +168,7 @@ def test_key_numbers_text_percent_and_significant_digits():
 
 def test_fig1_and_fig2_accuracies_come_before_fig3s():
     m3 = json_roundtrip(fig3()[0])
-    m3["networks"]["fcnn1"] = {"test_accuracy": 0.11, "methods": {}, "natural": None}
+    m3["networks"]["fcnn1"] = {"test_accuracy": 0.11, "methods": {}}
     metrics = {"fig1": json_roundtrip(fig1()), "fig2": json_roundtrip(fig2()), "fig3": m3}
     acc, _ = by_reference(key_numbers(metrics))
     assert acc["fcnn1"].value == 0.9123  # not fig3's fcnn1
@@ -177,7 +194,8 @@ def test_missing_files_give_missing_numbers_and_an_empty_table():
 
 def test_inversion_table_reads_each_methods_median_on_each_network():
     m, results = fig3()
-    networks, table = inversion_table(json_roundtrip(m))
+    l5 = lesson5()
+    networks, table = inversion_table(json_roundtrip(m), json_roundtrip(l5))
     assert networks == ["fcnn5", "resnet18"]
     assert table["descent"] == {
         "fcnn5": pytest.approx(results["fcnn5"]["descent"].median_rel_error),
@@ -188,15 +206,21 @@ def test_inversion_table_reads_each_methods_median_on_each_network():
         "fcnn5": pytest.approx(results["fcnn5"]["min-img"].median_rel_error)
     }
     assert table["exact"] == {"resnet18": None}  # a NaN row: no finite median
-    nat = m.natural["resnet18"].result.median_rel_error
+    nat = l5.natural["resnet18"].result.median_rel_error
     assert table["natural pre-images"] == {"resnet18": pytest.approx(nat)}
     assert list(table) == ["descent", "min-img", "exact", "natural pre-images"]
+    # without lesson 5's file: fig3's methods only; lesson 5 alone adds its networks
+    assert "natural pre-images" not in inversion_table(json_roundtrip(m))[1]
+    assert inversion_table(None, json_roundtrip(l5)) == (
+        ["resnet18"],
+        {"natural pre-images": {"resnet18": pytest.approx(nat)}},
+    )
 
 
 def test_recognition_table_counts_the_digits_each_network_classifies_as_their_class():
     m, results = fig3()
-    d = json_roundtrip(m)
-    table = recognition_table(d)
+    d, l5 = json_roundtrip(m), lesson5()
+    table = recognition_table(d, json_roundtrip(l5))
     for net, by in results.items():
         for method, r in by.items():
             hits = [int(p) == c for p, c in zip(r.predicted, r.classes, strict=True)]
@@ -206,7 +230,8 @@ def test_recognition_table_counts_the_digits_each_network_classifies_as_their_cl
     assert recognition_table(d)["descent"]["fcnn5"] == 1.0
     descent["predicted"][0] = 99  # digit 0 seen as another class
     assert recognition_table(d)["descent"]["fcnn5"] == pytest.approx(2 / 3)
-    nat = m.natural["resnet18"].result
+    assert "natural pre-images" not in recognition_table(d)
+    nat = l5.natural["resnet18"].result
     hits = sum(int(p) == c for p, c in zip(nat.predicted, nat.classes, strict=True))
     assert table["natural pre-images"] == {"resnet18": pytest.approx(hits / 3)}
     assert recognition_table(None) == {}
@@ -217,13 +242,44 @@ def test_fig3_json_keeps_each_networks_accuracy_results_and_per_class_errors():
     d = json_roundtrip(m)
     assert d["targets"] == "min-max"
     fcnn5 = d["networks"]["fcnn5"]
-    assert fcnn5["test_accuracy"] == 0.9654 and fcnn5["natural"] is None
+    assert fcnn5["test_accuracy"] == 0.9654 and "natural" not in fcnn5
     descent = fcnn5["methods"]["descent"]
     assert descent["rel_error"] == pytest.approx(results["fcnn5"]["descent"].rel_error.tolist())
     assert descent["classes"] == [0, 1, 2] and descent["network"] == "fcnn5"
     exact = d["networks"]["resnet18"]["methods"]["exact"]
     assert exact["rel_error"][1] is None and exact["median_rel_error"] is None
+
+
+def lesson4() -> Lesson4Metrics:
+    return Lesson4Metrics(
+        results={"fcnn5": {"exact": result("fcnn5", "exact", 9, nan_rows=1)}},
+        null_space={"fcnn1": result("fcnn1", "null-space samples", 10)},
+        walk=result("fcnn5", "exact", 11, nan_rows=2),
+    )
+
+
+def test_lesson4_json_keeps_exact_results_null_space_samples_and_the_walk():
+    m = lesson4()
+    d = strict_json(m)
+    assert list(d["networks"]) == ["fcnn5", "fcnn1"]
+    exact = d["networks"]["fcnn5"]["methods"]["exact"]
+    assert exact["rel_error"][1] is None
+    assert exact["rel_error"][0] == pytest.approx(m.results["fcnn5"]["exact"].rel_error[0])
+    assert d["networks"]["fcnn5"]["null_space"] is None
+    samples = d["networks"]["fcnn1"]["null_space"]
+    assert samples["rel_error"] == pytest.approx(m.null_space["fcnn1"].rel_error.tolist())
+    assert d["networks"]["fcnn1"]["methods"] == {}
+    assert d["walk"]["rel_error"][1:] == [None, None] and d["walk"]["network"] == "fcnn5"
+
+
+def test_lesson5_json_keeps_natural_preimages_and_prior_effects():
+    m = lesson5()
+    d = strict_json(m)
     assert d["networks"]["resnet18"]["natural"]["frontier"][0]["median_rel_error"] == 0.987654
+    assert d["networks"]["resnet18"]["natural"]["n_recognised"] == 9
+    run = d["priors"]["runs"]["tv 0.1"]
+    assert d["priors"]["network"] == "resnet18" and run["recognised_by_others"] == 4
+    assert run["rel_error"] == pytest.approx(m.priors["tv 0.1"].rel_error.tolist())
 
 
 def strict_json(metrics) -> dict:
@@ -249,17 +305,14 @@ def test_non_finite_numbers_in_lists_become_null():
         pytest.param(lambda: fig1(condition_number=math.inf), id="fig1-condition-inf"),
         pytest.param(lambda: fig2(test_accuracy=math.nan), id="fig2-accuracy-nan"),
         pytest.param(
-            lambda: Fig3Metrics(
-                accuracy={"fcnn1": 0.9},
-                results={"fcnn1": {}},
-                cross_model={},
+            lambda: Lesson5Metrics(
                 natural={
                     "fcnn1": NaturalPreimages(
                         "fcnn1", "min-max", "l2-avg", [], 0.1, result("fcnn1", "box", 6, nan_rows=2)
                     )
                 },
             ),
-            id="fig3-natural-median-inf",
+            id="lesson5-natural-median-inf",
         ),
     ],
 )

@@ -3,7 +3,6 @@ metrics; a bad parameter stops a notebook at its validation cell with a clear me
 
 import json
 import math
-import os
 import re
 import stat
 
@@ -16,20 +15,9 @@ import torch
 from nnspaces.config import RunConfig
 from nnspaces.data import DEFAULT_ROOT
 from nnspaces.models import build_model
-from nnspaces.run import NOTEBOOK_DIR, available_notebooks, format_table, run_notebooks
+from nnspaces.run import NOTEBOOK_DIR, available_notebooks, format_table
 
 pytestmark = pytest.mark.notebook
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    old = os.umask(0o022)  # a shared machine's usual umask; the kernels inherit it
-    try:
-        rows = run_notebooks(RunConfig.from_profile("smoke", out_dir=str(out)), progress=False)
-    finally:
-        os.umask(old)
-    return out, rows
 
 
 def test_every_notebook_runs(smoke_run):
@@ -157,11 +145,13 @@ def test_fig3_outputs(smoke_run):
     assert set(m["networks"]) == {"fcnn1", "fcnn5", "resnet18"}  # the paper's, not vit
     names = ("avg-img", "min-img", "avg-min-img", "newton", "box", "best", "best-box")
     with np.load(out / "inversions.npz") as npz:
+        assert not [k for k in npz.files if "/natural/" in k or "null-space" in k]  # lessons 4, 5
         for net in ("fcnn1", "fcnn5", "resnet18"):
             methods = m["networks"][net]["methods"]
             expected = {*names, *(f"{n}+training" for n in names[:3])}
             expected |= {"exact"} if net != "resnet18" else set()
             assert expected <= set(methods), (net, sorted(methods))
+            assert set(m["networks"][net]["cross_model"]) == set(methods)
             for name in expected:
                 assert npz[f"{net}/{name}/images"].shape == (10, 1, 28, 28)
                 assert npz[f"{net}/{name}/targets"].shape == (10, 10)
@@ -181,8 +171,34 @@ def test_fig3_outputs(smoke_run):
             for j in range(10):
                 others = np.delete(t[:, j], j)
                 assert np.all(others == others[0]) and t[j, j] > others[0]
-    for fig in ("fig3", "fig3_all_methods", "fig3_scores", "fig3_frontier", "fig3_natural"):
-        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
+    figures = ["fig3", "fig3_scores", *(f"fig3_methods_{n}" for n in m["networks"])]
+    figures += ["lesson4_null_space", "lesson4_exact"]
+    figures += ["lesson5_box", "lesson5_priors", "lesson5_frontier", "lesson5_natural"]
+    for fig in figures:
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+
+
+def test_lesson4_outputs(smoke_run):
+    """Lesson 4 saves its own exact and Newton results (the same targets as Figure 3's), the
+    null-space samples and fcnn5's backward walk, in its own files."""
+    out, _ = smoke_run
+    m, fig3 = _metrics(out, "lesson4"), _metrics(out, "fig3")
+    assert set(m["networks"]) == {"fcnn1", "fcnn5", "resnet18"}
+    with np.load(out / "lesson4_inversions.npz") as npz:
+        for net, entry in m["networks"].items():
+            wanted = {"newton", "best", "best-box"} | ({"exact"} if net != "resnet18" else set())
+            assert set(entry["methods"]) == wanted, net
+            for method in ("exact", "newton"):
+                if method in entry["methods"]:
+                    saved = npz[f"{net}/{method}/targets"]
+                    assert np.array_equal(saved, fig3["networks"][net]["methods"][method]["target"])
+        for net in ("fcnn1", "fcnn5"):
+            assert m["networks"][net]["null_space"]["success"] == [True] * 6
+        walk = m["walk"]
+        assert walk["network"] == "fcnn5" and len(walk["reason"]) == 10
+        failed = [r for r, ok in zip(walk["reason"], walk["success"], strict=True) if not ok]
+        assert all(failed)  # every failed digit says why
+        assert npz["fcnn5/walk/images"].shape == (10, 1, 28, 28)
 
 
 def _saved_model(out, name):
@@ -197,10 +213,11 @@ def test_natural_images_reloaded_reach_their_targets_and_are_recognised(smoke_ru
     as far from the saved targets as the metrics say, and the other networks recognise as
     many digits as the metrics claim."""
     out, _ = smoke_run
-    m = _metrics(out, "fig3")
+    m = _metrics(out, "lesson5")
     nets = list(m["networks"])
+    assert nets == ["fcnn1", "fcnn5", "resnet18"]
     models = {n: _saved_model(out, n) for n in nets}
-    with np.load(out / "inversions.npz", allow_pickle=False) as npz:
+    with np.load(out / "lesson5_inversions.npz", allow_pickle=False) as npz:
         for net in nets:
             natural = m["networks"][net]["natural"]
             x = torch.from_numpy(npz[f"{net}/natural/images"]).double()
@@ -220,6 +237,13 @@ def test_natural_images_reloaded_reach_their_targets_and_are_recognised(smoke_ru
         labels = {k.split("/")[2] for k in npz.files if k.startswith("resnet18/priors/")}
         assert labels == {"none", "tv 0.1", "l2-avg 1", "bn 0.001"}
         assert json.loads(str(npz["resnet18/priors/tv 0.1/settings"]))["priors"] == {"tv": 0.1}
+        assert set(m["priors"]["runs"]) == labels
+        for label, run in m["priors"]["runs"].items():  # the counts the notebook shows
+            x = torch.from_numpy(npz[f"resnet18/priors/{label}/images"]).double()
+            with torch.no_grad():
+                seen = [models[o](x).argmax(1).numpy() == np.arange(10) for o in nets[:2]]
+            assert int(np.logical_and.reduce(seen).sum()) == run["recognised_by_others"]
+    with np.load(out / "lesson4_inversions.npz", allow_pickle=False) as npz:
         for net in ("fcnn1", "fcnn5"):  # the null-space samples: one output, different images
             x = torch.from_numpy(npz[f"{net}/null-space samples/images"]).double()
             t = torch.from_numpy(npz[f"{net}/null-space samples/targets"]).double()

@@ -260,8 +260,16 @@ def test_score_histograms_and_frontier_layouts():
     fig = plots.score_histograms(outputs, labels, targets, bins=5)
     assert len(fig.axes) == 6
     ax = fig.axes[0]
-    assert ax.get_title() == "output 0" and ax.get_ylabel() == "a"
+    assert ax.get_title() == "output 0" and ax.get_ylabel() == "a\nimages"
     assert [line.get_xdata()[0] for line in ax.lines] == [2.0, 0.0]  # own target, others' min
+    assert fig.axes[3].get_xlabel() == "raw score" and fig.axes[0].get_xlabel() == ""
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "the unit's own class",
+        "other classes",
+        "target of its own digit (max)",
+        "other digits' targets (min)",
+    ]
     rows = {
         n: [
             {"weight": w, "median_rel_error": e, "n_agree": k}
@@ -273,6 +281,17 @@ def test_score_histograms_and_frontier_layouts():
     assert [ax.get_title() for ax in fig.axes[:2]] == ["fcnn1", "fcnn5"]
     xs = fig.axes[0].lines[0].get_xdata()
     np.testing.assert_allclose(xs, [1e-4, 1e-3, 1e-2])  # weight 0 drawn at a tenth of 1e-3
+    fig = plots.frontier(rows, chosen={"fcnn1": 1e-3, "fcnn5": 0.0}, required=5)
+    for ax, at in zip(fig.axes[:2], (1e-3, 1e-4), strict=True):  # weight 0 at its own place
+        marks = [line for line in ax.lines if line.get_linestyle() == "-."]
+        assert [line.get_xdata()[0] for line in marks] == [pytest.approx(at)]
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert texts[0].startswith("chosen weight") and texts[-1] == "5/10 recognised"
+    twins = [ax for ax in fig.axes if ax.get_ylabel().startswith("classes recognised")]
+    assert [line.get_ydata()[0] for t in twins for line in t.lines if line.get_linestyle() == ":"]
+    assert all(
+        line.get_ydata()[0] == 5 for t in twins for line in t.lines if line.get_linestyle() == ":"
+    )
 
 
 def _grid_images(fig, n_rows, n_cols):

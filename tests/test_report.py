@@ -22,7 +22,7 @@ from torch import nn
 from nnspaces import paper
 from nnspaces.comparison import NaturalPreimages
 from nnspaces.inversion import InversionResult, evaluate_images
-from nnspaces.metrics import Fig1Metrics, Fig3Metrics, key_numbers
+from nnspaces.metrics import Fig1Metrics, Fig3Metrics, Lesson5Metrics, key_numbers
 from nnspaces.report import CAPTIONS, MATHJAX_DIR, write_report
 
 # what RunContext.save_metrics writes beside each figure's metrics
@@ -51,11 +51,15 @@ def result(network: str, method: str, errors: list[float]) -> InversionResult:
     return evaluate_images(MODEL, images, targets, [0, 1, 2], method=method, network=network)
 
 
-def fig3_metrics() -> Fig3Metrics:
+def lesson5_metrics() -> Lesson5Metrics:
     frontier = [{"weight": 0.1, "median_rel_error": 0.987654, "n_recognised": 9}]
     natural = NaturalPreimages(
         "resnet18", "percentile", "l2-avg", frontier, 0.1, result("resnet18", "box", [0.3] * 3)
     )
+    return Lesson5Metrics(natural={"resnet18": natural})
+
+
+def fig3_metrics() -> Fig3Metrics:
     nan = float("nan")
     return Fig3Metrics(
         accuracy={"fcnn5": 0.9654, "resnet18": 0.9876},
@@ -71,11 +75,11 @@ def fig3_metrics() -> Fig3Metrics:
             },
         },
         cross_model={},
-        natural={"resnet18": natural},
     )
 
 
 FIG3 = fig3_metrics()
+LESSON5 = lesson5_metrics()
 
 
 class _Page(HTMLParser):
@@ -161,6 +165,7 @@ def run_dir(tmp_path: Path) -> Path:
     fig1 = Fig1Metrics("fcnn1", 0.9123, 1, np.array([4.5, 3.0, 0.615]), 7.3141, np.ones(10))
     write_json(out / "metrics" / "fig1.json", {**DATA, **fig1.to_dict()})
     write_json(out / "metrics" / "fig3.json", {**DATA, **FIG3.to_dict()})
+    write_json(out / "metrics" / "lesson5.json", {**DATA, **LESSON5.to_dict()})
     nb = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_markdown_cell("# Figure 1"),
@@ -241,7 +246,8 @@ def test_notebooks_times_data_and_metrics(run_dir):
     assert "<details><summary>fig3.json</summary>" in text  # every leaf, collapsed
     leaves = rows_by_first_cell([[], *page.tables["metrics-fig3"]])
     assert leaves["networks / fcnn5 / test_accuracy"] == ["0.9654"]
-    assert leaves["networks / resnet18 / natural / frontier / 0 / weight"] == ["0.1"]
+    lesson5 = rows_by_first_cell([[], *page.tables["metrics-lesson5"]])
+    assert lesson5["networks / resnet18 / natural / frontier / 0 / weight"] == ["0.1"]
     assert leaves["networks / fcnn5 / methods / descent / rel_error"] == ["[1e-06, 2e-06, 0.5]"]
     assert leaves["networks / fcnn5 / methods / descent / settings"] == ["{}"]  # empty, kept
     assert leaves["networks / fcnn5 / methods / descent / output"][0].endswith("(9 values)")
@@ -390,7 +396,7 @@ def test_files_are_readable_by_everyone_under_umask_022(run_dir):
 def test_empty_folder_still_gives_a_page(tmp_path):
     text = write_report(tmp_path).read_text()
     assert "run.json is missing" in problems(text)
-    for name in ("fig1", "fig2", "fig3"):
+    for name in ("fig1", "fig2", "fig3", "lesson4", "lesson5"):
         assert f"metrics/{name}.json is missing" in problems(text)
     assert "No figures" in text and "No inversion errors found (fig3.json is missing)" in text
     assert "No notebook has run" in text

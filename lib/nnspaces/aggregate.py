@@ -64,10 +64,10 @@ def quantities(metrics: Mapping[str, dict]) -> list[Quantity]:
         kind = "test accuracy" if rest == "test accuracy" else "condition number"
         name = rest.removesuffix("test accuracy").removesuffix(" condition number")
         out.append(Quantity(kind, network, name, k.value, k.reference.value))
-    fig3 = metrics.get("fig3")
+    fig3, lesson5 = metrics.get("fig3"), metrics.get("lesson5")
     for kind, table in (
-        ("inversion error", inversion_table(fig3)[1]),
-        ("recognised", recognition_table(fig3)),
+        ("inversion error", inversion_table(fig3, lesson5)[1]),
+        ("recognised", recognition_table(fig3, lesson5)),
     ):
         out += [
             Quantity(kind, net, method, v) for method, by in table.items() for net, v in by.items()

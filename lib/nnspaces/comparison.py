@@ -24,6 +24,7 @@ from torch import nn
 from .data import Dataset
 from .files import atomic_write
 from .inversion import (
+    COMPARED,
     PRIORS,
     InversionResult,
     ScoreStats,
@@ -56,17 +57,25 @@ def run_methods(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict[str, InversionResult]:
     """Every compared method (:data:`~nnspaces.inversion.COMPARED`) that applies to
     ``model`` for the targets ``(C, K)``, plus ``best`` (per class the lowest error) and
     ``best-box`` (the lowest error among images inside [0, 1]). ``quick`` caps the solvers
     of this library's iterative methods at :data:`QUICK_STEPS` (the paper's "+training"
     keeps its 100). ``stats``: the model's score statistics on ``data``'s training images
-    (computed once here when not given)."""
+    (computed once here when not given). ``methods``: only those of them (in their order;
+    ``best`` and ``best-box`` then combine only these; none of them applying: ``{}``), e.g.
+    ``("exact", "newton")``."""
+    unknown = sorted(set(methods or ()) - set(COMPARED))
+    if unknown:
+        raise ValueError(f"methods {unknown} are not compared; allowed: {', '.join(COMPARED)}")
     if stats is None:
         stats = score_stats(model, data.x_train, data.y_train, device=device)
     results = {}
     for method in applicable(model):
+        if methods is not None and method not in methods:
+            continue
         m = get_method(method)
         results[method] = invert(
             model,
@@ -81,6 +90,8 @@ def run_methods(
             progress=progress,
         )
     found = list(results.values())
+    if not found:
+        return results
     results["best"] = combine_best(found)
     results["best-box"] = combine_best(found, box=True)
     return results

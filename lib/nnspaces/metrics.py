@@ -1,7 +1,8 @@
-"""Each figure's metrics: what a notebook saves, and the one place that reads it back.
+"""Each notebook's metrics: what a notebook saves, and the one place that reads it back.
 
 A notebook's last cell builds one of these dataclasses from what it computed and saves it
-with :meth:`nnspaces.config.RunContext.save_metrics` (``metrics/<name>.json``). The report,
+with :meth:`nnspaces.config.RunContext.save_metrics` (``metrics/<name>.json``: ``fig1``,
+``fig2``, ``fig3``, then ``lesson4`` and ``lesson5``, the lessons beyond Figure 3). The report,
 the runner's summary and the README generator read the files through :func:`key_numbers` and
 :func:`inversion_table`, which know the keys the dataclasses write: the metrics contract lives
 here and is tested in one place (``tests/test_metrics.py``).
@@ -90,16 +91,15 @@ class Fig2Metrics:
 
 @dataclass
 class Fig3Metrics:
-    """Figure 3: per network, its accuracy, every method's result, what the other networks
-    see in each method's images, and the natural pre-images. ``results[net][method]`` is an
+    """Figure 3 (``fig3_inverse_images``): per network, its accuracy, every method's result
+    and what the other networks see in each method's images. ``results[net][method]`` is an
     :class:`~nnspaces.inversion.InversionResult`, ``cross_model[net][method]`` counts of
-    recognised digits, ``natural[net]`` a :class:`~nnspaces.comparison.NaturalPreimages`."""
+    recognised digits."""
 
     name: ClassVar[str] = "fig3"
     accuracy: Mapping[str, float]
     results: Mapping[str, Mapping[str, Any]]
     cross_model: Mapping[str, Any]
-    natural: Mapping[str, Any]
     targets: str = "min-max"
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +108,6 @@ class Fig3Metrics:
                 "test_accuracy": _float(self.accuracy[n]),
                 "methods": {m: r.to_dict() for m, r in self.results[n].items()},
                 "cross_model": self.cross_model.get(n, {}),
-                "natural": self.natural[n].to_dict() if n in self.natural else None,
             }
             for n in self.results
         }
@@ -118,6 +117,58 @@ class Fig3Metrics:
             if "best" in by and "best-box" in by
         )
         return {"targets": self.targets, "networks": nets, "summary": summary}
+
+
+@dataclass
+class Lesson4Metrics:
+    """Lesson 4 (exact and Newton inversion): per network the ``exact``/``newton`` results
+    (``results[net][method]``), the null-space samples of one output (``null_space[net]``, an
+    :class:`~nnspaces.inversion.InversionResult` of k images of one digit), and fcnn5's
+    greedy backward walk (``walk``: a result whose ``reason`` says where it stopped)."""
+
+    name: ClassVar[str] = "lesson4"
+    results: Mapping[str, Mapping[str, Any]]
+    null_space: Mapping[str, Any] = field(default_factory=dict)
+    walk: Any = None
+    targets: str = "min-max"
+
+    def to_dict(self) -> dict[str, Any]:
+        nets = {
+            n: {
+                "methods": {m: r.to_dict() for m, r in self.results.get(n, {}).items()},
+                "null_space": self.null_space[n].to_dict() if n in self.null_space else None,
+            }
+            for n in dict.fromkeys([*self.results, *self.null_space])
+        }
+        walk = self.walk.to_dict() if self.walk is not None else None
+        return {"targets": self.targets, "networks": nets, "walk": walk}
+
+
+@dataclass
+class Lesson5Metrics:
+    """Lesson 5 (priors and natural pre-images): per network the natural pre-images
+    (``natural[net]``, a :class:`~nnspaces.comparison.NaturalPreimages`), and the prior
+    effects on ``priors_network`` (``priors[label]`` a result, ``priors_recognised[label]``
+    how many of its digits every other network recognises)."""
+
+    name: ClassVar[str] = "lesson5"
+    natural: Mapping[str, Any]
+    priors: Mapping[str, Any] = field(default_factory=dict)
+    priors_recognised: Mapping[str, int] = field(default_factory=dict)
+    priors_network: str = "resnet18"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "networks": {n: {"natural": found.to_dict()} for n, found in self.natural.items()},
+            "priors": {
+                "network": self.priors_network,
+                "runs": {
+                    label: r.to_dict()
+                    | {"recognised_by_others": int(self.priors_recognised.get(label, -1))}
+                    for label, r in self.priors.items()
+                },
+            },
+        }
 
 
 # --------------------------------------------------------------------------- reading back
@@ -190,29 +241,43 @@ def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
     return rows
 
 
-def inversion_table(fig3: Mapping[str, Any] | None) -> tuple[list[str], dict[str, dict]]:
-    """From fig3.json: the networks, and per method (then ``natural pre-images``) the median
-    relative output error on each network (None where that method did not run)."""
+def _natural(lesson5: Mapping[str, Any] | None) -> dict[str, dict]:
+    """From lesson5.json: each network's natural pre-images (``{net: {...}}``)."""
+    nets = (lesson5 or {}).get("networks") or {}
+    return {n: e["natural"] for n, e in nets.items() if (e or {}).get("natural")}
+
+
+def inversion_table(
+    fig3: Mapping[str, Any] | None, lesson5: Mapping[str, Any] | None = None
+) -> tuple[list[str], dict[str, dict]]:
+    """From fig3.json: the networks, and per method the median relative output error on each
+    network (None where that method did not run); then, from lesson5.json when given, the
+    ``natural pre-images`` row."""
     nets = (fig3 or {}).get("networks") or {}
     table: dict[str, dict[str, float | None]] = {}
     for net, entry in nets.items():
         for method, r in (entry.get("methods") or {}).items():
             table.setdefault(method, {})[net] = r.get("median_rel_error")
-        natural = entry.get("natural")
-        if natural:
-            table.setdefault("natural pre-images", {})[net] = natural.get("median_rel_error")
-    return list(nets), table
+    natural = _natural(lesson5)
+    for net, n in natural.items():
+        table.setdefault("natural pre-images", {})[net] = n.get("median_rel_error")
+    return list(dict.fromkeys([*nets, *natural])), table
 
 
-def recognition_table(fig3: Mapping[str, Any] | None) -> dict[str, dict[str, float | None]]:
-    """From fig3.json: per method (then ``natural pre-images``) the fraction of digits whose
-    image the network itself classifies as the digit, on each network."""
+def recognition_table(
+    fig3: Mapping[str, Any] | None, lesson5: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, float | None]]:
+    """From fig3.json: per method the fraction of digits whose image the network itself
+    classifies as the digit, on each network; then, from lesson5.json when given, the
+    ``natural pre-images`` row."""
+    runs_by_net: dict[str, dict] = {
+        net: dict(entry.get("methods") or {})
+        for net, entry in ((fig3 or {}).get("networks") or {}).items()
+    }
+    for net, n in _natural(lesson5).items():
+        runs_by_net.setdefault(net, {})["natural pre-images"] = n.get("result") or {}
     table: dict[str, dict[str, float | None]] = {}
-    for net, entry in ((fig3 or {}).get("networks") or {}).items():
-        runs = dict(entry.get("methods") or {})
-        natural = entry.get("natural")
-        if natural:
-            runs["natural pre-images"] = natural.get("result") or {}
+    for net, runs in runs_by_net.items():
         for method, r in runs.items():
             classes, predicted = r.get("classes") or [], r.get("predicted") or []
             hits = [p == c for c, p in zip(classes, predicted, strict=False)]

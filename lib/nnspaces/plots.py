@@ -301,8 +301,27 @@ def score_histograms(
             if r == 0:
                 ax.set_title(f"output {j}")
             if j == 0:
-                ax.set_ylabel(name)
-    fig.tight_layout()
+                ax.set_ylabel(f"{name}\nimages")
+            if r == len(names) - 1:
+                ax.set_xlabel("raw score", fontsize=7)
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color="C0", alpha=0.8, label="the unit's own class"),
+        plt.Rectangle((0, 0), 1, 1, color="0.6", label="other classes"),
+    ]
+    if targets is not None:
+        handles += [
+            plt.Line2D([], [], color="C3", lw=1, label="target of its own digit (max)"),
+            plt.Line2D([], [], color="C3", lw=1, ls="--", label="other digits' targets (min)"),
+        ]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=len(handles),
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.0),
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
@@ -315,10 +334,14 @@ def frontier(
     agree: str = "n_agree",
     n_classes: int = 10,
     xlabel: str = "prior weight",
+    chosen: dict[str, float] | None = None,
+    required: int | None = None,
 ) -> plt.Figure:
     """The trade-off a prior buys, one panel per network: output error (log scale, left
     axis) and the number of classes other networks recognise (right axis) against the
-    prior's weight. ``rows[name]`` is a list of dicts with keys ``x``, ``error``, ``agree``."""
+    prior's weight. ``rows[name]`` is a list of dicts with keys ``x``, ``error``, ``agree``.
+    ``chosen[name]``: a weight to mark (a vertical line); ``required``: the recognition
+    count the choice asks for (a labelled dotted line; 9 when not given)."""
     fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows), 2.8), squeeze=False)
     for ax, (name, pts) in zip(axes[0], rows.items(), strict=True):
         xs = np.array([p[x] for p in pts], dtype=float)
@@ -334,7 +357,14 @@ def frontier(
         twin.plot(xs, [p[agree] for p in pts], "s--", c="C1")
         twin.set_ylim(-0.5, n_classes + 0.5)
         twin.set_ylabel("classes recognised by the others", color="C1")
-        twin.axhline(9, c="C1", lw=0.6, ls=":")
+        need = 9 if required is None else required
+        twin.axhline(need, c="C1", lw=0.6, ls=":", label=f"{need}/{n_classes} recognised")
+        if chosen is not None and name in chosen:
+            w = chosen[name]
+            at = w if w > 0 else (np.nanmin(pos) / 10 if np.any(np.isfinite(pos)) else 1.0)
+            ax.axvline(at, c="k", lw=1, ls="-.", label=f"chosen weight {w:g}")
+            lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+            ax.legend(handles=lines, fontsize=6.5, frameon=False, loc="lower left")
         ax.set_title(name)
     fig.tight_layout()
     return fig

@@ -31,11 +31,11 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
     metrics = read_metrics(out_dir)
     if not metrics:
         raise FileNotFoundError(f"{out_dir}/metrics holds no metrics: run the notebooks first")
-    networks, table = inversion_table(metrics.get("fig3"))
+    networks, table = inversion_table(metrics.get("fig3"), metrics.get("lesson5"))
     natural = {
         net: entry["natural"]
-        for net, entry in ((metrics.get("fig3") or {}).get("networks") or {}).items()
-        if entry.get("natural")
+        for net, entry in ((metrics.get("lesson5") or {}).get("networks") or {}).items()
+        if (entry or {}).get("natural")
     }
     data = next(iter(metrics.values()))
     return {

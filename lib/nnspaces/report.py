@@ -33,6 +33,7 @@ from urllib.parse import quote
 import jinja2
 
 from . import paper
+from .captions import INVERSION_CAPTIONS
 from .files import atomic_write
 from .metrics import inversion_table, key_numbers
 
@@ -61,33 +62,7 @@ CAPTIONS = {
         "values, beside the paper's kernel-matrix condition number (log scale; no bar where a "
         "singular value is exactly zero)."
     ),
-    "fig3": (
-        "Figure 3 (reproduced): per digit, an image each network maps onto the target output, "
-        "one method per network as in the paper."
-    ),
-    "fig3_all_methods": (
-        "Every inversion method for every digit, with how close the output gets to its target."
-    ),
-    "fig3_scores": (
-        "Raw output scores of each network over the training set, per output unit, with the "
-        "targets (min over the data for the other outputs, max for the digit's own)."
-    ),
-    "fig3_null_space": (
-        "Several different images with one and the same output: exact pre-images of the SELU "
-        "networks, differing by null-space components."
-    ),
-    "fig3_frontier": (
-        "How natural against how exact: a prior's weight traded against the relative output "
-        "error, and how many digits the other networks still recognise."
-    ),
-    "fig3_priors": (
-        "What each image prior does to ResNet18's box-constrained pre-images, and what it costs "
-        "in output error."
-    ),
-    "fig3_natural": (
-        "Natural pre-images: each network's chosen target variant and prior weight, pixels "
-        "inside [0, 1], recognised by the other two networks."
-    ),
+    **INVERSION_CAPTIONS,  # Figure 3 and lessons 4 and 5: nnspaces.captions
 }
 #: Display order of the known figures; the rest follow by name.
 FIGURE_ORDER = tuple(CAPTIONS)
@@ -96,10 +71,12 @@ NOTEBOOK_TITLES = {
     "fig1_fcnn_signal_space": "Figure 1: signal space of the one-layer FCNN",
     "fig2_resnet_conv_signal_space": "Figure 2: signal space of a ResNet18 convolution",
     "fig3_inverse_images": "Figure 3: inverse images",
+    "lesson4_exact_inversion": "Lesson 4: exact and Newton inversion, the null space",
+    "lesson5_priors_and_natural_images": "Lesson 5: the box, image priors, natural pre-images",
     "explore": "Explorer (interactive; the widgets need a live kernel)",
 }
 #: The metrics files a complete run writes (:mod:`nnspaces.metrics`' names).
-METRICS = ("fig1", "fig2", "fig3")
+METRICS = ("fig1", "fig2", "fig3", "lesson4", "lesson5")
 #: What :meth:`nnspaces.config.RunContext.save_metrics` writes beside each figure's metrics.
 DATA_KEYS = ("profile", "dataset", "n_train", "n_val", "n_test", "source")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -237,7 +214,7 @@ def _numbers(folder: _Folder, metrics: dict[str, dict]) -> tuple[list[dict], dic
 
     fig3 = metrics.get("fig3")
     try:
-        networks, table = inversion_table(fig3)
+        networks, table = inversion_table(fig3, metrics.get("lesson5"))
     except (AttributeError, TypeError, KeyError) as e:
         folder.problems.append(
             f"fig3.json does not have the layout nnspaces.metrics writes "

@@ -30,6 +30,8 @@ NOTEBOOKS = (
     "fig1_fcnn_signal_space",
     "fig2_resnet_conv_signal_space",
     "fig3_inverse_images",
+    "lesson4_exact_inversion",
+    "lesson5_priors_and_natural_images",
     "explore",
 )
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`

@@ -1,0 +1,131 @@
+"""Figures of inverse images (Figure 3, lessons 4 and 5): signed images on a zero-centred
+diverging scale with a colour bar, null-space samples beside their differences, and grids that
+mark the images other networks do not recognise.
+
+Like :mod:`nnspaces.plots` (whose style these figures share), nothing here computes: every
+function takes arrays the library produced and returns a matplotlib Figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .plots import _np, styled
+
+#: The colour map of signed images: blue below zero, white at zero, red above.
+DIVERGING = "RdBu_r"
+
+
+def _inside_unit(a: np.ndarray) -> bool:
+    finite = a[np.isfinite(a)]
+    return finite.size > 0 and finite.min() >= 0.0 and finite.max() <= 1.0
+
+
+def _limit(a: np.ndarray) -> float:
+    """The half-width of a zero-centred scale for ``a``: its largest finite |value|."""
+    finite = np.abs(a[np.isfinite(a)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+@styled
+def signed_grid(
+    rows: Sequence[np.ndarray | torch.Tensor],
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
+    signed: Sequence[bool] | None = None,
+    marks: Sequence[Sequence[bool]] | None = None,
+    title: str | None = None,
+    caption_label: str = "rel. err / p(c)",
+    cell: float = 1.0,
+) -> plt.Figure:
+    """A grid of images, one scale per row, with that row's colour bar at its end.
+
+    A row whose pixels all lie in [0, 1] is drawn in grey on [0, 1] (real images); any other
+    row (or every row with ``signed[r]`` True) on a zero-centred diverging scale from
+    ``-m`` to ``m``, ``m`` the row's largest |pixel|, so that the sign and the size of a pixel
+    read off the colour. ``captions[r][c]`` goes under image (r, c), and ``caption_label``
+    says what they are (in the title). ``marks[r][c]`` True frames image (r, c) in red.
+    """
+    arrays = [_np(r).astype(float).reshape(len(r), -1) for r in rows]
+    n_rows, n_cols = len(arrays), max(len(a) for a in arrays)
+    side = int(round(np.sqrt(arrays[0].shape[1])))
+    if signed is None:
+        signed = [not _inside_unit(a) for a in arrays]
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols + 1,
+        figsize=(cell * n_cols + 0.9, cell * n_rows * (1.3 if captions else 1.0) + 0.5),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1.0] * n_cols + [0.12]},
+    )
+    for r, a in enumerate(arrays):
+        if signed[r]:
+            m = _limit(a)
+            kw = {"cmap": DIVERGING, "vmin": -m, "vmax": m}
+        else:
+            kw = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+        im = None
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(a):
+                ax.axis("off")
+                continue
+            im = ax.imshow(a[c].reshape(side, side), **kw)
+            if r == 0 and col_labels is not None:
+                ax.set_title(col_labels[c])
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center")
+            if captions is not None and captions[r][c]:
+                ax.set_xlabel(captions[r][c], fontsize=6.5)
+            if marks is not None and marks[r][c]:
+                for spine in ax.spines.values():
+                    spine.set_visible(True)
+                    spine.set_edgecolor("C3")
+                    spine.set_linewidth(2.5)
+        cbar = fig.colorbar(im, cax=axes[r, -1])
+        cbar.ax.tick_params(labelsize=6)
+    heading = title or ""
+    if captions is not None:
+        heading += ("\n" if heading else "") + f"under each image: {caption_label}"
+    if marks is not None:
+        heading += "; red frame: not recognised by the other networks"
+    if heading:
+        fig.suptitle(heading)
+    fig.tight_layout()
+    return fig
+
+
+@styled
+def null_space_figure(
+    samples: dict[str, np.ndarray | torch.Tensor], *, digit: int, cell: float = 1.0
+) -> plt.Figure:
+    """Per network two rows: the pre-images of one output (``samples[name]``, ``(k, ...)``) on
+    a zero-centred diverging scale, and each one's difference from the first (a null-space
+    component) on its own diverging scale; each row's pixel range in its label."""
+    rows, labels = [], []
+    for name, x in samples.items():
+        x = _np(x).astype(float).reshape(len(x), -1)
+        diff = x - x[0]
+        rows += [x, diff]
+        labels += [
+            f"{name}\nimages\n[{np.nanmin(x):.2g}, {np.nanmax(x):.2g}]",
+            f"{name}\nx_i - x_1\n[{np.nanmin(diff):.2g}, {np.nanmax(diff):.2g}]",
+        ]
+    k = max(len(r) for r in rows)
+    return signed_grid(
+        rows,
+        row_labels=labels,
+        col_labels=[f"sample {i + 1}" for i in range(k)],
+        signed=[True] * len(rows),
+        title=f"digit {digit}: {k} pre-images of one output, and their differences "
+        "from sample 1 (pixel range in brackets)",
+        cell=cell,
+    )

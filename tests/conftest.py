@@ -1,0 +1,20 @@
+"""Fixtures shared by test modules: the smoke run of every notebook (once per session)."""
+
+import os
+
+import pytest
+
+from nnspaces.config import RunConfig
+from nnspaces.run import run_notebooks
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Every notebook the runner knows, run once with the smoke profile: (folder, rows)."""
+    out = tmp_path_factory.mktemp("smoke")
+    old = os.umask(0o022)  # a shared machine's usual umask; the kernels inherit it
+    try:
+        rows = run_notebooks(RunConfig.from_profile("smoke", out_dir=str(out)), progress=False)
+    finally:
+        os.umask(old)
+    return out, rows

@@ -1,0 +1,149 @@
+"""Every lesson notebook has the lesson format (issue 8): a first cell with a title,
+objectives, prerequisites linked to the glossary and a time estimate; at least three exercises,
+each the five cells of :mod:`nnspaces.exercises`; a "What to notice" after every figure; and,
+executed by the smoke run, every exercise's check prints "correct"."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import nbformat
+import pytest
+
+from nnspaces.exercises import CORRECT
+from nnspaces.run import NOTEBOOK_DIR, NOTEBOOKS
+from nnspaces.student import EXERCISE_TAG, SOLUTION_TAG
+
+#: The lessons checked here, by the start of their names in the runner's list (the lead adds
+#: fig1, fig2 and lesson6 as they get the format).
+LESSON_PREFIXES = ("fig3_", "lesson4_", "lesson5_")
+LESSONS = [n for n in NOTEBOOKS if n.startswith(LESSON_PREFIXES)]
+#: The glossary's anchors a prerequisite may link to.
+ANCHORS = {
+    "svd", "pseudo-inverse", "row-space", "null-space", "condition-number", "jacobian",
+    "selu", "relu", "softmax", "residual", "signal-space", "pre-image", "gauss-newton",
+    "levenberg-marquardt", "total-variation", "deepinversion", "projected-gradient",
+    "convolution-operator", "attention",
+}  # fmt: skip
+CHECKS = ("check_number", "check_integer", "check_array", "check_choice")
+NOTICE = "**What to notice.**"
+
+
+def lesson_number(name: str) -> int:
+    """fig3_... is lesson 3, lesson4_... lesson 4."""
+    return int(re.match(r"(?:fig|lesson)(\d+)_", name).group(1))
+
+
+def tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def read(name: str):
+    return nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+
+
+def exercises(nb, number: int) -> list[tuple[str, list]]:
+    """(id, cells) of each exercise, checked to be the five-cell form; fails otherwise."""
+    found = []
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        head = re.match(r"\*\*Exercise (\d+)\.(\d+)\*\*", cell.source)
+        if cell.cell_type != "markdown" or not head:
+            continue
+        ident = f"{head.group(1)}.{head.group(2)}"
+        assert int(head.group(1)) == number, f"exercise {ident} in lesson {number}"
+        assert tags(cell) == [EXERCISE_TAG], f"{ident}: the question is tagged {EXERCISE_TAG!r}"
+        answer, solution = cells[i + 1], cells[i + 2]
+        assert answer.cell_type == "code" and tags(answer) == [EXERCISE_TAG], ident
+        assert re.match(r"answer = None\b", answer.source), f"{ident}: answer cell"
+        assert solution.cell_type == "code" and tags(solution) == [SOLUTION_TAG], ident
+        assigned = {
+            t.id
+            for node in ast.walk(ast.parse(solution.source))
+            if isinstance(node, ast.Assign)
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
+        assert "answer" in assigned, f"{ident}: the solution sets `answer`"
+        j = i + 3
+        if cells[j].cell_type == "markdown":
+            assert tags(cells[j]) == [SOLUTION_TAG], f"{ident}: an explanation is a solution"
+            j += 1
+        check = cells[j]
+        assert check.cell_type == "code" and not tags(check), f"{ident}: the check cell"
+        calls = [
+            node
+            for node in ast.walk(ast.parse(check.source))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in CHECKS
+        ]
+        assert len(calls) == 1, f"{ident}: one check"
+        first, second = calls[0].args[:2]
+        assert isinstance(first, ast.Constant) and first.value == ident, ident
+        assert isinstance(second, ast.Name) and second.id == "answer", ident
+        # no later cell may use `answer` (the student edition leaves it None)
+        found.append((ident, cells[i : j + 1]))
+    return found
+
+
+def test_the_lessons_are_in_the_runners_list():
+    assert len(LESSONS) == len(LESSON_PREFIXES)
+    assert [lesson_number(n) for n in LESSONS] == sorted(lesson_number(n) for n in LESSONS)
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_a_lesson_opens_with_objectives_prerequisites_and_time(name):
+    first = read(name).cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    text = first.source
+    objectives = text.split("**Objectives.**", 1)[1].split("**Prerequisites.**", 1)[0]
+    assert "After this lesson you can" in objectives
+    assert len(re.findall(r"^- ", objectives, flags=re.M)) >= 3
+    prerequisites = text.split("**Prerequisites.**", 1)[1].split("**Time.**", 1)[0]
+    links = re.findall(r"\]\(\.\./docs/GLOSSARY\.md#([a-z-]+)\)", prerequisites)
+    assert links and set(links) <= ANCHORS, links
+    assert re.search(r"\*\*Time\.\*\* About \d+ minutes", text)
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_a_lesson_has_three_exercises_in_the_five_cell_form(name):
+    nb = read(name)
+    found = exercises(nb, lesson_number(name))
+    idents = [i for i, _ in found]
+    assert len(found) >= 3 and len(set(idents)) == len(idents), idents
+    n = lesson_number(name)
+    assert idents == [f"{n}.{k}" for k in range(1, len(idents) + 1)]
+    last = max(nb.cells.index(cells[-1]) for _, cells in found)
+    later = [c for c in nb.cells if nb.cells.index(c) > last and c.cell_type == "code"]
+    for c in later:
+        names = {x.id for x in ast.walk(ast.parse(c.source)) if isinstance(x, ast.Name)}
+        assert "answer" not in names, "a cell after the exercises uses `answer`"
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_every_figure_is_followed_by_what_to_notice(name):
+    """After each code cell that saves a figure, the next markdown cell says what to notice
+    (code cells that render this run's numbers may come between)."""
+    cells = read(name).cells
+    figures = [
+        i for i, c in enumerate(cells) if c.cell_type == "code" and "save_figure(" in c.source
+    ]
+    assert figures, name
+    for i in figures:
+        following = next((c for c in cells[i + 1 :] if c.cell_type == "markdown"), None)
+        assert following is not None and following.source.startswith(NOTICE), (
+            f"{name} cell {i} ({cells[i].id}) makes a figure with no {NOTICE} after it"
+        )
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", LESSONS)
+def test_every_check_prints_correct_in_the_smoke_run(smoke_run, name):
+    out, _ = smoke_run
+    executed = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
+    idents = [i for i, _ in exercises(read(name), lesson_number(name))]
+    text = "".join(
+        o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs
+    )
+    for ident in idents:
+        assert f"Exercise {ident}: {CORRECT}." in text, f"{name}: exercise {ident}"
