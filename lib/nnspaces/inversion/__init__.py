@@ -93,7 +93,8 @@ class InvertOptions:
     ``level``: the class probability ``probability`` targets ask for (a class succeeds when
     it reaches it). ``residual`` (:data:`RESIDUALS`): what the iterative solvers solve for
     probability targets, the raw-score targets (``scores``, K equations per class) or one
-    equation per class on its log-odds (``log-odds``, :mod:`.equations`). ``percentiles``: the low / high percentiles of ``percentile`` targets.
+    equation per class on its log-odds (``log-odds``, :mod:`.equations`). ``percentiles``:
+    the low / high percentiles of ``percentile`` targets.
     ``fraction``: the share of class images ``avg-min-img`` averages. ``margin``: how far
     inside SELU's range ``exact`` keeps hidden values; ``hidden``: where ``exact`` takes them
     from (see :func:`nnspaces.exact.exact_images`). ``callback_every``: steps between
