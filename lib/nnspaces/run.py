@@ -30,6 +30,7 @@ NOTEBOOKS = (
     "fig1_fcnn_signal_space",
     "fig2_resnet_conv_signal_space",
     "fig3_inverse_images",
+    "lesson6_followup_paper",
     "explore",
 )
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`

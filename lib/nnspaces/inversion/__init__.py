@@ -33,6 +33,7 @@ from .results import InversionResult, combine_best, evaluate_images, take_rows
 from .solvers import PRESETS, Callback, Preset, first_order, levenberg_marquardt, newton
 from .targets import (
     PROB_LEVEL,
+    PROB_MARGIN,
     STARTS,
     TARGETS,
     ScoreStats,
@@ -55,6 +56,8 @@ __all__ = [
     "METHODS",
     "PRESETS",
     "PRIORS",
+    "PROB_LEVEL",
+    "PROB_MARGIN",
     "RESIDUALS",
     "STARTS",
     "TARGETS",
