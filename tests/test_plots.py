@@ -73,6 +73,9 @@ def _one_of_each():
             "k",
             log=True,
         ),
+        "signed_grid": lambda: plots.signed_grid([rng.standard_normal((2, 16))]),
+        "head_spectra": lambda: plots.head_spectra({"0": {"Q": [np.array([2.0, 1.0])]}}),
+        "error_histories": lambda: plots.error_histories({"net": {"lm": [(0, 1.0), (1, 0.1)]}}),
     }
 
 
