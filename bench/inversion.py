@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/inversion.py                 # default profile's networks, CPU
     .venv/bin/python bench/inversion.py --device cuda   # the same on a GPU
+    .venv/bin/python bench/inversion.py --targets probability --residual log-odds --networks vit
 
 For every network and method it prints the wall time of one call of
 :func:`nnspaces.inversion.invert` for all ten digits (the paper's min/max targets), the peak
@@ -29,6 +30,7 @@ from nnspaces.config import PROFILES, RunConfig
 from nnspaces.inversion import (
     COMPARED,
     METHODS,
+    RESIDUALS,
     applicable,
     invert,
     make_targets,
@@ -92,7 +94,9 @@ class PeakMemory:
         self.added = self._max - self.base
 
 
-def bench_one(model, targets, method, *, data, stats, network, device, steps, start=None):
+def bench_one(
+    model, targets, method, *, data, stats, network, device, steps, start=None, residual="scores"
+):
     """One call of invert for all ten classes: (result, seconds, peak MiB, MiB above the
     level at entry, growth MiB between the first and the last iteration)."""
     marks: list[float] = []
@@ -116,6 +120,7 @@ def bench_one(model, targets, method, *, data, stats, network, device, steps, st
             progress=False,
             steps=steps,
             callback_every=10,
+            **({"residual": residual} if residual != "scores" else {}),
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -139,7 +144,15 @@ def main(argv: list[str] | None = None) -> None:
         choices=["min-max", "probability"],
         help="the paper's raw scores, or the follow-up paper's p(c) >= 0.9 from avg-all",
     )
+    ap.add_argument(
+        "--residual",
+        default="scores",
+        choices=list(RESIDUALS),
+        help="probability targets: solve the raw scores, or one log-odds equation per class",
+    )
     args = ap.parse_args(argv)
+    if args.residual != "scores" and args.targets != "probability":
+        ap.error("--residual log-odds needs --targets probability")
 
     ctx = RunConfig.from_profile(
         args.profile, device=args.device, out_dir=os.environ.get("BENCH_OUT", "/tmp/nnspaces-bench")
@@ -176,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
         methods = applicable(model, tuple(args.methods))
         if by_prob:  # the paper's aliases fix their own start images
             methods = [m for m in methods if m in METHODS]
+        if args.residual != "scores":  # equations other than scores: the iterative solvers
+            methods = [
+                m for m in methods if METHODS[m].solver in ("newton", "lm", "descent", "box")
+            ]
         # the original preset first: every other row is compared with it
         order = ([] if by_prob else [BASELINE]) + [m for m in methods if m != BASELINE]
         original = None
@@ -190,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                 device=device,
                 steps=args.steps,
                 start=start,
+                residual=args.residual,
             )
             err = r.median_rel_error
             original = err if original is None else original

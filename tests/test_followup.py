@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 import torch
 from helpers import selu_net
+from torch import nn
 
 from nnspaces.exact import diversity, null_space_samples
-from nnspaces.inversion import PROB_LEVEL, invert, probability_targets, start_images
+from nnspaces.inversion import (
+    PROB_LEVEL,
+    invert,
+    log_odds,
+    log_odds_goal,
+    probability_targets,
+    start_images,
+)
+from nnspaces.inversion.equations import LogOddsEquations
 from nnspaces.inversion.targets import PROB_MARGIN
 
 
@@ -134,3 +143,88 @@ def test_diversity_by_hand_and_failed_rows_left_out():
     assert d["mean_rms_difference"] == pytest.approx(np.mean(pairs))
     assert d["min_rms_difference"] == pytest.approx(min(pairs))
     assert math.isnan(diversity(X[:1])["mean_rms_difference"])
+
+
+# --------------------------------------------------------------------------- log-odds residual
+
+
+def test_log_odds_is_the_logit_of_the_softmax_probability():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(5, 4, generator=g, dtype=torch.float64) * 3
+    classes = torch.tensor([0, 3, 1, 1, 2])
+    lo = log_odds(z, classes)
+    p = torch.softmax(z, 1)[torch.arange(5), classes]
+    assert torch.allclose(torch.sigmoid(lo), p, atol=1e-12)
+    assert torch.allclose(lo, torch.log(p / (1 - p)), atol=1e-9)
+    goal = log_odds_goal(0.9)
+    assert goal == pytest.approx(math.log(9) + PROB_MARGIN, abs=1e-12)
+    assert torch.sigmoid(torch.tensor(goal)) > 0.9
+    with pytest.raises(ValueError, match="level=1 must be a probability"):
+        log_odds_goal(1)
+
+
+def test_log_odds_residual_is_the_shortfall_of_each_rows_own_class():
+    z = torch.tensor([[4.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    eq = LogOddsEquations([0, 1, 2], log_odds_goal(0.9))
+    r = eq.residual(z, slice(None))
+    assert r.shape == (3, 1)
+    g = log_odds(z, torch.tensor([0, 1, 2]))
+    # row 0 is above the goal (p 0.96): nothing left to do; the others fall short by goal - g
+    assert r[0, 0] == 0 and torch.sigmoid(g[0]) > 0.9
+    assert torch.allclose(r[1:, 0], eq.goal - g[1:])
+    assert (r[1:, 0] > 0).all()
+    # rows of the batch keep their own classes: rows [2, 1] are classes 2 and 1
+    assert torch.allclose(eq.residual(z[[2, 1]], torch.tensor([2, 1])), r[[2, 1]])
+    assert torch.allclose(eq.norm(torch.tensor([2, 1])), torch.full((2,), abs(eq.goal)).float())
+
+
+def _layernorm_head(seed=0):
+    """A classifier whose logits pass a LayerNorm, as a ViT's do: its reachable logits are
+    bounded, so raising one score with the others fixed can leave them."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Linear(16, 8), nn.Tanh(), nn.LayerNorm(8, elementwise_affine=False), nn.Linear(8, 3)
+    ).eval()
+    with torch.no_grad():
+        model[-1].weight *= 3
+    return model
+
+
+@pytest.mark.parametrize("method", ["lm", "lm-box", "newton", "descent", "box"])
+def test_log_odds_residual_reaches_the_level_where_the_score_targets_cannot(method):
+    model = _layernorm_head()
+    x, y = _data()
+    x = x.float()
+    common = dict(start="avg-all", data=(x, y), progress=False)
+    scores = invert(model, "probability", method=method, **common)
+    r = invert(model, "probability", method=method, residual="log-odds", **common)
+    assert r.success.all() and (r.prob >= PROB_LEVEL).all(), r.table()
+    assert r.settings["residual"] == "log-odds"
+    # the raw-score targets of a class are out of reach: a large error, below the level
+    assert not scores.success.all()
+    assert scores.rel_error[~scores.success].min() > 1e-2
+    # success is judged on the probability, not on the (unreached) raw-score targets
+    assert (r.rel_error > 1e-2).any()
+    if method.endswith("box"):
+        assert ((r.image >= 0) & (r.image <= 1)).all()
+    # a higher level is a higher goal: every class reaches it too
+    high = invert(model, "probability", method=method, residual="log-odds", level=0.95, **common)
+    assert (high.prob >= 0.95).all() and not (r.prob >= 0.95).all()
+
+
+def test_log_odds_residual_only_for_probability_targets_and_root_or_descent_solvers():
+    model = _layernorm_head()
+    x, y = _data()
+    with pytest.raises(ValueError, match="residual='log-odds' solves probability targets"):
+        invert(model, "min-max", method="lm", residual="log-odds", data=(x.float(), y))
+    with pytest.raises(ValueError, match="method 'training'"):
+        invert(
+            model,
+            "probability",
+            method="training",
+            start="avg-all",
+            residual="log-odds",
+            data=(x.float(), y),
+        )
+    with pytest.raises(ValueError, match="unknown residual 'odds'"):
+        invert(model, "probability", method="lm", residual="odds", data=(x.float(), y))

@@ -17,7 +17,7 @@ from nnspaces.student import EXERCISE_TAG, SOLUTION_TAG
 
 #: The lessons checked here, by the start of their names in the runner's list (the lead adds
 #: fig1, fig2 and lesson6 as they get the format).
-LESSON_PREFIXES = ("fig3_", "lesson4_", "lesson5_")
+LESSON_PREFIXES = ("fig1_", "fig2_", "fig3_", "lesson4_", "lesson5_", "lesson6_")
 LESSONS = [n for n in NOTEBOOKS if n.startswith(LESSON_PREFIXES)]
 #: The glossary's anchors a prerequisite may link to.
 ANCHORS = {

@@ -22,6 +22,7 @@ from nnspaces.metrics import (
     KeyNumber,
     Lesson4Metrics,
     Lesson5Metrics,
+    Lesson6Metrics,
     inversion_table,
     key_numbers,
     recognition_table,
@@ -318,3 +319,39 @@ def test_non_finite_numbers_in_lists_become_null():
 )
 def test_non_finite_scalars_become_null(metrics):
     strict_json(metrics())
+
+
+def test_lesson6_json_keeps_counts_probabilities_walks_and_heads():
+    r = result("vit", "lm", 3, nan_rows=1)
+    r.settings["residual"] = "log-odds"
+    r.success[:] = [True, False, True]
+    m = Lesson6Metrics(
+        accuracy={"vit": 0.95},
+        level=0.9,
+        probability={"vit": {"lm log-odds": r}},
+        not_applicable={"vit": {"exact": "not a Linear/SELU stack"}},
+        walk={
+            "fcnn5": {
+                "all": {
+                    "k": 2,
+                    "success": np.array([True, False]),
+                    "reasons": ["", "layer 2: below SELU's range"],
+                    "mean_rms_difference": float("nan"),
+                    "n": np.int64(1),
+                }
+            }
+        },
+        heads=[{"layer": "encoder.layers.0", "head": 0, "rank": 16, "condition_number": 2.5}],
+    )
+    d = strict_json(m)
+    row = d["probability"]["vit"]["lm log-odds"]
+    assert row["n_success"] == 2 and row["success"] == [True, False, True]
+    assert row["prob"][1] is None and row["prob"][0] == pytest.approx(float(r.prob[0]))
+    assert row["residual"] == "log-odds" and row["classes"] == [0, 1, 2]
+    assert row["median_prob"] is None  # the NaN row (no image) makes the median NaN
+    walk = d["walk"]["fcnn5"]["all"]
+    assert walk["success"] == [True, False] and walk["n"] == 1 and type(walk["n"]) is int
+    assert walk["mean_rms_difference"] is None and walk["reasons"][1].startswith("layer 2")
+    assert d["not_applicable"]["vit"]["exact"] == "not a Linear/SELU stack"
+    assert d["heads"][0]["condition_number"] == 2.5 and d["level"] == 0.9
+    assert Lesson6Metrics.name == "lesson6"

@@ -253,6 +253,43 @@ def test_natural_images_reloaded_reach_their_targets_and_are_recognised(smoke_ru
             assert (x - x[0]).abs().amax() > 1e-2  # and they do differ
 
 
+def test_lesson6_probability_images_reloaded_reach_the_level(smoke_run):
+    """Lesson 6's saved probability-target images, checked by code of this test alone: each
+    network's softmax probability of the digit on the reloaded image is at or above the level
+    exactly where the metrics say the digit succeeded; the walk's draws share one output."""
+    out, _ = smoke_run
+    m = _metrics(out, "lesson6")
+    level = m["level"]
+    assert level == 0.9 and set(m["probability"]) == {"fcnn1", "fcnn5", "resnet18", "vit"}
+    assert set(m["not_applicable"]["resnet18"]) == {"exact"} == set(m["not_applicable"]["vit"])
+    with np.load(out / "lesson6.npz", allow_pickle=False) as npz:
+        for net, by in m["probability"].items():
+            model = _saved_model(out, net)
+            assert {"lm", "lm-box", "descent", "box", "lm log-odds"} <= set(by)
+            for label, r in by.items():
+                x = torch.from_numpy(npz[f"{net}/probability/{label}/images"]).double()
+                classes = npz[f"{net}/probability/{label}/classes"].tolist()
+                assert classes == r["classes"] and len(x) == len(classes) >= 4
+                with torch.no_grad():
+                    p = torch.softmax(model(x), 1)[torch.arange(len(x)), classes].numpy()
+                assert np.allclose(
+                    p, np.array(r["prob"], dtype=float), rtol=1e-5, atol=1e-7, equal_nan=True
+                )
+                assert [bool(v) for v in p >= level] == r["success"], (net, label)
+                if label.split()[0].endswith("box"):
+                    assert x.min() >= 0 and x.max() <= 1
+        for net in ("fcnn1", "fcnn5"):
+            model = _saved_model(out, net)
+            x = torch.from_numpy(npz[f"{net}/walk/first/images"]).double()
+            t = torch.from_numpy(npz[f"{net}/walk/first/targets"]).double()
+            assert m["walk"][net]["first"]["success"] == [True] * len(x)
+            with torch.no_grad():
+                assert torch.allclose(model(x), t, rtol=1e-6, atol=1e-6)
+    heads = m["heads"]
+    assert len(heads) == 4 * 4 * 4  # layers x heads x (Q, K, V, output)
+    assert all(h["rank"] == 16 for h in heads)
+
+
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [

@@ -73,6 +73,9 @@ def _one_of_each():
             "k",
             log=True,
         ),
+        "signed_grid": lambda: plots.signed_grid([rng.standard_normal((2, 16))]),
+        "head_spectra": lambda: plots.head_spectra({"0": {"Q": [np.array([2.0, 1.0])]}}),
+        "error_histories": lambda: plots.error_histories({"net": {"lm": [(0, 1.0), (1, 0.1)]}}),
     }
 
 
@@ -370,3 +373,31 @@ def test_paper_numbers_only_in_titles_of_the_papers_datasets(dataset, paper_show
         assert title == "fcnn1: condition number 6.5 (paper: 7.22)"
     else:
         assert title == "fcnn1: condition number 6.5" and "paper" not in title
+
+
+def test_signed_grid_is_symmetric_about_zero_with_a_colour_bar():
+    rows = [np.array([[0.5, -2.0, 0.0, 1.0]]), np.array([[3.0, 0.0, 0.0, -1.0]] * 2)]
+    fig = plots.signed_grid(rows, row_labels=["a", "b"])
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 3
+    for im in images:
+        assert im.get_clim() == (-3.0, 3.0) and im.get_cmap().name == "RdBu_r"
+    assert len(fig.axes) == 2 * 2 + 1  # a 2 x 2 grid and the colour bar
+
+
+def test_head_spectra_one_panel_per_layer_and_projection_one_line_per_head():
+    s = [np.array([3.0, 2.0, 1.0]), np.array([4.0, 1.0, 0.5])]
+    spectra = {"0": {"Q": s, "K": s[:1]}, "1": {"Q": s, "K": s}}
+    fig = plots.head_spectra(spectra)
+    assert len(fig.axes) == 4
+    lines = [len(ax.get_lines()) for ax in fig.axes]
+    assert lines == [2, 1, 2, 2]
+    assert np.array_equal(fig.axes[0].get_lines()[1].get_ydata(), s[1])
+    assert fig.axes[0].get_yscale() == "log"
+
+
+def test_error_histories_plot_each_methods_steps_and_errors():
+    fig = plots.error_histories({"fcnn1": {"lm": [(0, 1.0), (1, 1e-3)], "descent": []}})
+    (ax,) = fig.axes
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [1.0, 1e-3]

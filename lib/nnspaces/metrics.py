@@ -27,6 +27,23 @@ def _floats(values: Any) -> list[float | None]:
     return [_float(v) for v in np.asarray(values, dtype=np.float64).ravel().tolist()]
 
 
+def _plain(value: Any) -> Any:
+    """Dicts, lists, arrays and numbers as JSON values (NaN and infinities become None)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return _float(value)
+    return value
+
+
 def _float(value: Any) -> float | None:
     """A number for JSON: NaN and infinities (which strict JSON has not) become None."""
     v = float(value)
@@ -168,6 +185,59 @@ class Lesson5Metrics:
                     for label, r in self.priors.items()
                 },
             },
+        }
+
+
+@dataclass
+class Lesson6Metrics:
+    """Lesson 6, the follow-up paper's methods: per network its accuracy; probability
+    targets (``probability[net][label]``: an :class:`~nnspaces.inversion.InversionResult` per
+    method and residual, ``not_applicable[net][method]``: why a method does not apply);
+    Levenberg-Marquardt on the paper's min/max targets (``min_max[net][method]``); the random
+    backward walk (``walk[net][layers]``: dicts with ``k``, ``success``, ``reasons`` and the
+    :func:`~nnspaces.exact.diversity` values); the ViT's attention heads (``heads``: rows with
+    ``layer``, ``head``, ``projection``, ``shape``, ``rank``, ``condition_number``)."""
+
+    name: ClassVar[str] = "lesson6"
+    accuracy: Mapping[str, float]
+    level: float
+    probability: Mapping[str, Mapping[str, Any]]
+    not_applicable: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    min_max: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    walk: Mapping[str, Mapping[str, dict]] = field(default_factory=dict)
+    heads: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def brief(r) -> dict[str, Any]:
+            return {
+                "classes": list(r.classes),
+                "n_success": int(r.n_success),
+                "success": [bool(v) for v in r.success],
+                "prob": _floats(r.prob),
+                "median_prob": _float(np.median(r.prob)),
+                "median_rel_error": _float(r.median_rel_error),
+                "seconds": _float(r.seconds),
+                "steps": int(r.steps),
+                "reason": list(r.reason),
+                "residual": r.settings.get("residual"),
+            }
+
+        return {
+            "level": _float(self.level),
+            "accuracy": {n: _float(a) for n, a in self.accuracy.items()},
+            "probability": {
+                n: {label: brief(r) for label, r in by.items()}
+                for n, by in self.probability.items()
+            },
+            "not_applicable": {n: dict(by) for n, by in self.not_applicable.items()},
+            "min_max": {n: {m: brief(r) for m, r in by.items()} for n, by in self.min_max.items()},
+            "walk": {
+                n: {layers: _plain(w) for layers, w in by.items()} for n, by in self.walk.items()
+            },
+            "heads": [
+                {k: _float(v) if isinstance(v, float) else v for k, v in row.items()}
+                for row in self.heads
+            ],
         }
 
 

@@ -32,6 +32,7 @@ NOTEBOOKS = (
     "fig3_inverse_images",
     "lesson4_exact_inversion",
     "lesson5_priors_and_natural_images",
+    "lesson6_followup_paper",
     "explore",
 )
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`

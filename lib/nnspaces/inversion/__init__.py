@@ -26,12 +26,14 @@ from ..data import Dataset
 from ..exact import HIDDEN, exact_images, selu_inverter
 from ..models import frozen, is_selu_stack, model_as, n_outputs_of, network_name
 from ..training import predict
+from .equations import RESIDUALS, LogOddsEquations, log_odds, log_odds_goal
 from .methods import ALIASES, COMPARED, METHODS, Method, applicable, get_method, method_names
 from .priors import PRIORS, PriorTerms, check_priors
 from .results import InversionResult, combine_best, evaluate_images, take_rows
 from .solvers import PRESETS, Callback, Preset, first_order, levenberg_marquardt, newton
 from .targets import (
     PROB_LEVEL,
+    PROB_MARGIN,
     STARTS,
     TARGETS,
     ScoreStats,
@@ -54,6 +56,9 @@ __all__ = [
     "METHODS",
     "PRESETS",
     "PRIORS",
+    "PROB_LEVEL",
+    "PROB_MARGIN",
+    "RESIDUALS",
     "STARTS",
     "TARGETS",
     "InversionResult",
@@ -66,6 +71,8 @@ __all__ = [
     "evaluate_images",
     "get_method",
     "invert",
+    "log_odds",
+    "log_odds_goal",
     "make_targets",
     "method_names",
     "probability_targets",
@@ -87,7 +94,10 @@ class InvertOptions:
     ``preset``: a key of :data:`PRESETS` (default: the method's own); ``steps`` / ``lr``
     override it. ``tol``: a class succeeds when its relative output error is <= ``tol``.
     ``level``: the class probability ``probability`` targets ask for (a class succeeds when
-    it reaches it). ``percentiles``: the low / high percentiles of ``percentile`` targets.
+    it reaches it). ``residual`` (:data:`RESIDUALS`): what the iterative solvers solve for
+    probability targets, the raw-score targets (``scores``, K equations per class) or one
+    equation per class on its log-odds (``log-odds``, :mod:`.equations`). ``percentiles``:
+    the low / high percentiles of ``percentile`` targets.
     ``fraction``: the share of class images ``avg-min-img`` averages. ``margin``: how far
     inside SELU's range ``exact`` keeps hidden values; ``hidden``: where ``exact`` takes them
     from (see :func:`nnspaces.exact.exact_images`). ``callback_every``: steps between
@@ -100,6 +110,7 @@ class InvertOptions:
     lr: float | None = None
     tol: float = 1e-4
     level: float = PROB_LEVEL
+    residual: str = "scores"
     percentiles: tuple[float, float] = (25.0, 75.0)
     fraction: float = 0.25
     margin: float = 1e-3
@@ -118,11 +129,16 @@ class InvertOptions:
         if not (isinstance(self.tol, int | float) and self.tol > 0):
             raise ValueError(f"tol={self.tol!r} must be a number > 0")
         check_level(self.level)
+        check_name("residual", self.residual, RESIDUALS)
         check_percentiles(self.percentiles)
         check_fraction(self.fraction)
         if not self.margin > 0:
             raise ValueError(f"margin={self.margin!r} must be > 0")
         check_name("hidden", self.hidden, HIDDEN)
+
+
+#: The solvers that solve equations other than raw scores (``residual="log-odds"``).
+_LOG_ODDS_SOLVERS = ("newton", "lm", "descent", "box")
 
 
 def _options(options: InvertOptions | None, overrides: dict) -> InvertOptions:
@@ -193,6 +209,14 @@ def invert(
         check_name("start", start, STARTS)
     if isinstance(targets, str):
         check_name("target", targets, TARGETS)
+    by_log_odds = opts.residual == "log-odds"
+    if by_log_odds and not (targets == "probability" and m.solver in _LOG_ODDS_SOLVERS):
+        raise ValueError(
+            "residual='log-odds' solves probability targets (targets='probability') with the "
+            f"solvers {', '.join(_LOG_ODDS_SOLVERS)}; not targets "
+            f"{targets if isinstance(targets, str) else 'given as scores'!r} with method "
+            f"{method!r} (solver {m.solver!r})"
+        )
 
     xy = _data_xy(data)
     start_name = m.start if (m.fixed_start or start is None) else start
@@ -245,7 +269,7 @@ def invert(
         "seed": seed,
     }
     if by_prob:
-        settings["level"] = opts.level
+        settings |= {"level": opts.level, "residual": opts.residual}
     measure = dict(
         network=network,
         start=x0,
@@ -284,6 +308,8 @@ def invert(
     dtype = torch.float64 if (root and is_selu_stack(model)) else torch.float32
     work = model_as(model, dtype, device)
     xs, tt = x0.to(device, dtype), t.to(device, dtype)
+    if by_log_odds:  # one equation per class on its log-odds, instead of the K raw scores
+        tt = LogOddsEquations(classes, log_odds_goal(opts.level), device=device)
     settings |= {
         "steps": steps,
         "lr": lr,

@@ -16,7 +16,9 @@ Input Jacobians come from K backward passes over the batch (:func:`jacobian`); m
 the trained ResNet18 (ten images, 2 CPU cores) that is 0.27 s against 1.7 s for
 ``torch.func.vmap`` over ``vjp`` (which wins only on the small SELU stacks: 3 vs 6 ms).
 
-Their settings are :class:`Preset` values, named in :data:`PRESETS`.
+Their settings are :class:`Preset` values, named in :data:`PRESETS`. What they solve is
+given as raw-score targets ``t`` ``(C, K)`` or as an equations object
+(:mod:`.equations`: e.g. one equation per class on its log-odds for probability targets).
 """
 
 from __future__ import annotations
@@ -30,10 +32,18 @@ import torch
 from torch import nn
 
 from ..progress import finish, progress_bar
+from .equations import LogOddsEquations, ScoreEquations
 from .priors import PriorTerms
 
 #: ``callback(step, median_relative_error)``; returning False stops the solver.
 Callback = Callable[[int, float], "bool | None"]
+#: What a solver solves: raw-score targets ``(C, K)``, or equations (:mod:`.equations`).
+Equations = torch.Tensor | ScoreEquations | LogOddsEquations
+
+
+def as_equations(t: Equations) -> ScoreEquations | LogOddsEquations:
+    """Raw-score targets as :class:`~.equations.ScoreEquations`; equations as they are."""
+    return ScoreEquations(t) if isinstance(t, torch.Tensor) else t
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ def _lr_at(preset: Preset, lr: float, step: int, steps: int) -> float:
 def first_order(
     model: nn.Module,
     start: torch.Tensor,
-    t: torch.Tensor,
+    t: Equations,
     *,
     preset: Preset,
     steps: int,
@@ -102,21 +112,28 @@ def first_order(
     """SGD / Adam on the images, batched over classes (classes are independent: eval mode).
 
     ``loss="mse"``: the paper's per-class MSE (mean over outputs), summed over classes, so
-    each class gets exactly the gradient of its own run. ``loss="rel"``: relative squared
-    error plus weighted priors. ``box``: project onto [0, 1] after every step.
+    each class gets exactly the gradient of its own run (raw-score targets only).
+    ``loss="rel"``: the squared relative residual ``||r||^2 / ||t||^2`` (for raw scores the
+    relative squared error) plus weighted priors. ``box``: project onto [0, 1] after every
+    step.
     """
+    eq = as_equations(t)
+    if loss == "mse" and not isinstance(eq, ScoreEquations):
+        raise ValueError("the paper's MSE loss needs raw-score targets")
     x = start.clone()
     if box:
         x.clamp_(0, 1)
     x.requires_grad_(True)
     opt = torch.optim.SGD([x], lr=lr) if preset.optimizer == "sgd" else torch.optim.Adam([x], lr=lr)
 
-    def objective(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class objective ``(C,)`` and relative output error ``(C,)`` (detached)."""
+    def objective(x: torch.Tensor, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class objective and relative residual ``(R,)`` (detached) of the batch's
+        ``rows`` (images ``x``)."""
         out = model(x)
-        rel_sq = relative_sq_error(out, t)
+        r = eq.residual(out, rows)
+        rel_sq = (r**2).sum(1) / (eq.norm(rows).to(r.dtype) ** 2).clamp_min(1e-30)
         if loss == "mse":
-            return mse_matched(out, t), rel_sq.detach().sqrt()
+            return mse_matched(out, eq.t[rows]), rel_sq.detach().sqrt()
         return priors.add(rel_sq, x), rel_sq.detach().sqrt()
 
     C = len(x)
@@ -136,7 +153,7 @@ def first_order(
                 group["lr"] = _lr_at(preset, lr, step, steps)
             idx = active.nonzero().squeeze(1)
             opt.zero_grad(set_to_none=True)
-            per_class, rel = objective(x[idx], t[idx])
+            per_class, rel = objective(x[idx], idx)
             obj = per_class.detach().double()
             better = obj < best_obj[idx]
             best_obj[idx] = torch.where(better, obj, best_obj[idx])
@@ -158,7 +175,7 @@ def first_order(
         finish(bar)  # stopped early at the tolerance: done, not failed
         # the last update is not yet scored: score it and keep it where it is better
         with torch.no_grad():
-            obj = objective(x, t)[0].double()
+            obj = objective(x, slice(None))[0].double()
             better = obj < best_obj
             best_x[better] = x.detach()[better]
     if loss == "mse":
@@ -167,8 +184,11 @@ def first_order(
     return best_x, step + 1, history
 
 
-def jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs ``(C, K)`` and input Jacobians ``(C, K, n)`` of independent images ``x``.
+def jacobian(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs ``(C, K)`` and input Jacobians ``(C, K, n)`` of independent images ``x``
+    (``model``: a network or any function of a batch that treats its rows independently).
 
     One forward pass and K backward passes (one per output row, summed over the batch: the
     images do not interact in eval mode). Nothing is kept between calls.
@@ -186,7 +206,7 @@ def jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def newton(
     model: nn.Module,
     start: torch.Tensor,
-    t: torch.Tensor,
+    t: Equations,
     *,
     steps: int,
     callback: Callback | None,
@@ -206,12 +226,13 @@ def newton(
     """
     C = len(start)
     x = start.detach().clone()
-    tn = torch.linalg.vector_norm(t, dim=1).clamp_min(1e-30)
+    eq, rows = as_equations(t), slice(None)
+    tn = eq.norm(rows).to(x.dtype)
+    with torch.no_grad():
+        r = eq.residual(model(x), rows)
+    eye = torch.eye(r.shape[1], dtype=x.dtype, device=x.device)
     history: list[tuple[int, float]] = []
     step = 0
-    eye = torch.eye(t.shape[1], dtype=x.dtype, device=x.device)
-    with torch.no_grad():
-        r = t - model(x)
     bar = progress_bar(steps, desc="newton", progress=progress, leave=False)
     for step in range(steps):
         bar.update(1)
@@ -223,7 +244,7 @@ def newton(
         if done.all():
             break
         with torch.enable_grad():
-            _, J = jacobian(model, x)
+            _, J = jacobian(lambda z: -eq.residual(model(z), rows), x)
         A = J @ J.transpose(1, 2)
         scale = A.diagonal(dim1=1, dim2=2).mean(1)
         # a class with a zero Jacobian (every ReLU dead) gets a zero step and stays put
@@ -236,7 +257,7 @@ def newton(
         with torch.no_grad():
             for _ in range(max_halvings):
                 trial = x + alpha.view(-1, *([1] * (x.dim() - 1))) * dx
-                tr = t - model(trial)
+                tr = eq.residual(model(trial), rows)
                 good = ~accepted & (torch.linalg.vector_norm(tr, dim=1) <= (1 - 1e-4 * alpha) * rn)
                 x[good], r[good] = trial[good], tr[good]
                 accepted |= good
@@ -250,7 +271,7 @@ def newton(
 def levenberg_marquardt(
     model: nn.Module,
     start: torch.Tensor,
-    t: torch.Tensor,
+    t: Equations,
     *,
     steps: int,
     box: bool,
@@ -271,12 +292,12 @@ def levenberg_marquardt(
     every trial is clipped to the box. A class stops once its relative error is <=
     ``stop_tol``.
     """
-    C, K = t.shape
     x = (start.clamp(0, 1) if box else start).detach().clone()
-    tn = torch.linalg.vector_norm(t, dim=1).clamp_min(1e-30)
-    eye = torch.eye(K, dtype=x.dtype, device=x.device)
+    eq = as_equations(t)
+    C, tn = len(x), eq.norm(slice(None)).to(x.dtype)
     with torch.no_grad():
-        r = t - model(x)
+        r = eq.residual(model(x), slice(None))
+    eye = torch.eye(r.shape[1], dtype=x.dtype, device=x.device)
     mu = torch.full((C,), math.nan, dtype=x.dtype, device=x.device)  # damping per class
     history: list[tuple[int, float]] = []
     step = 0
@@ -291,7 +312,7 @@ def levenberg_marquardt(
             break
         xa, ra = x[active], r[active]
         with torch.enable_grad():
-            _, J = jacobian(model, xa)
+            _, J = jacobian(lambda z, rows=active: -eq.residual(model(z), rows), xa)
         if box:
             g = (J.transpose(1, 2) @ ra.unsqueeze(2)).squeeze(2).view_as(xa)
             held = ((xa <= 0) & (g < 0)) | ((xa >= 1) & (g > 0))
@@ -307,7 +328,7 @@ def levenberg_marquardt(
                 trial = xa + dx.view_as(xa)
                 if box:
                     trial = trial.clamp(0, 1)
-                tr = t[active] - model(trial)
+                tr = eq.residual(model(trial), active)
                 good = ~improved & (torch.linalg.vector_norm(tr, dim=1) < rn[active])
                 xa[good], ra[good] = trial[good], tr[good]
                 improved |= good
