@@ -69,3 +69,10 @@ def test_null_space_figure_shows_samples_and_their_differences_with_their_ranges
     assert imgs[0].get_clim() == (-5.0, 5.0) and imgs[4].get_clim() == (-4.0, 4.0)
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels == ["net\nimages\n[0, 5]", "net\nx_i - x_1\n[0, 4]"]
+
+
+def test_error_histories_plot_each_methods_steps_and_errors():
+    fig = ip.error_histories({"fcnn1": {"lm": [(0, 1.0), (1, 1e-3)], "descent": []}})
+    (ax,) = fig.axes
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [1.0, 1e-3]

@@ -122,16 +122,25 @@ def test_a_lesson_has_three_exercises_in_the_five_cell_form(name):
 
 @pytest.mark.parametrize("name", LESSONS)
 def test_every_figure_is_followed_by_what_to_notice(name):
-    """After each code cell that saves a figure, the next markdown cell says what to notice
-    (code cells that render this run's numbers may come between)."""
+    """After each code cell that saves a figure, the next text says what to notice: a
+    markdown cell, or a code cell that renders it from this run's numbers with ``Markdown``
+    (code cells that print numbers may come between)."""
     cells = read(name).cells
     figures = [
         i for i, c in enumerate(cells) if c.cell_type == "code" and "save_figure(" in c.source
     ]
     assert figures, name
+
+    def notices(c) -> bool:
+        if c.cell_type == "markdown":
+            return c.source.startswith(NOTICE)
+        return re.search(r"Markdown\(\s*f?[\"']" + re.escape(NOTICE), c.source) is not None
+
     for i in figures:
-        following = next((c for c in cells[i + 1 :] if c.cell_type == "markdown"), None)
-        assert following is not None and following.source.startswith(NOTICE), (
+        following = next(
+            (c for c in cells[i + 1 :] if c.cell_type == "markdown" or notices(c)), None
+        )
+        assert following is not None and notices(following), (
             f"{name} cell {i} ({cells[i].id}) makes a figure with no {NOTICE} after it"
         )
 

@@ -115,3 +115,15 @@ def test_figure3_methods_follow_the_caption():
 def test_citation():
     assert paper.TITLE in paper.CITATION and "2402.00261" in paper.CITATION
     assert paper.INVERSION_NOTE.startswith("not reported in the paper")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "paper_shown"),
+    [("mnist", True), ("mnist-embedded", True), ("fashion-mnist", False)],
+)
+def test_paper_numbers_only_in_titles_of_the_papers_datasets(dataset, paper_shown):
+    title = paper.with_paper("fcnn1: condition number 6.5", "7.22", dataset)
+    if paper_shown:
+        assert title == "fcnn1: condition number 6.5 (paper: 7.22)"
+    else:
+        assert title == "fcnn1: condition number 6.5" and "paper" not in title

@@ -73,9 +73,7 @@ def _one_of_each():
             "k",
             log=True,
         ),
-        "signed_grid": lambda: plots.signed_grid([rng.standard_normal((2, 16))]),
         "head_spectra": lambda: plots.head_spectra({"0": {"Q": [np.array([2.0, 1.0])]}}),
-        "error_histories": lambda: plots.error_histories({"net": {"lm": [(0, 1.0), (1, 0.1)]}}),
     }
 
 
@@ -90,7 +88,7 @@ def test_every_plotting_function_is_checked_here():
         for name, f in vars(plots).items()
         if inspect.isfunction(f) and f.__module__ == plots.__name__ and not name.startswith("_")
     }
-    assert public == {*PLOTTERS, "save_figure", "style", "styled", "with_paper"}
+    assert public == {*PLOTTERS, "save_figure", "style", "styled"}
     for name in (*PLOTTERS, "save_figure"):
         assert getattr(plots, name).__wrapped__  # made by @styled
 
@@ -363,28 +361,6 @@ def test_colour_bars_one_per_image_or_one_per_shared_row():
     assert not plots.image_grid(rows, scale="row").axes[0].child_axes  # none unless asked
 
 
-@pytest.mark.parametrize(
-    ("dataset", "paper_shown"),
-    [("mnist", True), ("mnist-embedded", True), ("fashion-mnist", False)],
-)
-def test_paper_numbers_only_in_titles_of_the_papers_datasets(dataset, paper_shown):
-    title = plots.with_paper("fcnn1: condition number 6.5", "7.22", dataset)
-    if paper_shown:
-        assert title == "fcnn1: condition number 6.5 (paper: 7.22)"
-    else:
-        assert title == "fcnn1: condition number 6.5" and "paper" not in title
-
-
-def test_signed_grid_is_symmetric_about_zero_with_a_colour_bar():
-    rows = [np.array([[0.5, -2.0, 0.0, 1.0]]), np.array([[3.0, 0.0, 0.0, -1.0]] * 2)]
-    fig = plots.signed_grid(rows, row_labels=["a", "b"])
-    images = [im for ax in fig.axes for im in ax.get_images()]
-    assert len(images) == 3
-    for im in images:
-        assert im.get_clim() == (-3.0, 3.0) and im.get_cmap().name == "RdBu_r"
-    assert len(fig.axes) == 2 * 2 + 1  # a 2 x 2 grid and the colour bar
-
-
 def test_head_spectra_one_panel_per_layer_and_projection_one_line_per_head():
     s = [np.array([3.0, 2.0, 1.0]), np.array([4.0, 1.0, 0.5])]
     spectra = {"0": {"Q": s, "K": s[:1]}, "1": {"Q": s, "K": s}}
@@ -394,10 +370,3 @@ def test_head_spectra_one_panel_per_layer_and_projection_one_line_per_head():
     assert lines == [2, 1, 2, 2]
     assert np.array_equal(fig.axes[0].get_lines()[1].get_ydata(), s[1])
     assert fig.axes[0].get_yscale() == "log"
-
-
-def test_error_histories_plot_each_methods_steps_and_errors():
-    fig = plots.error_histories({"fcnn1": {"lm": [(0, 1.0), (1, 1e-3)], "descent": []}})
-    (ax,) = fig.axes
-    (line,) = ax.get_lines()
-    assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [1.0, 1e-3]

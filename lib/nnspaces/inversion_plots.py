@@ -1,6 +1,6 @@
 """Figures of inverse images (Figure 3, lessons 4 and 5): signed images on a zero-centred
-diverging scale with a colour bar, null-space samples beside their differences, and grids that
-mark the images other networks do not recognise.
+diverging scale with a colour bar, null-space samples beside their differences, grids that
+mark the images other networks do not recognise, and solvers' error against their steps.
 
 Like :mod:`nnspaces.plots` (whose style these figures share), nothing here computes: every
 function takes arrays the library produced and returns a matplotlib Figure.
@@ -8,16 +8,13 @@ function takes arrays the library produced and returns a matplotlib Figure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .plots import _np, styled
-
-#: The colour map of signed images: blue below zero, white at zero, red above.
-DIVERGING = "RdBu_r"
+from .plots import DIVERGING, _max_abs, _np, styled
 
 
 def _inside_unit(a: np.ndarray) -> bool:
@@ -27,8 +24,7 @@ def _inside_unit(a: np.ndarray) -> bool:
 
 def _limit(a: np.ndarray) -> float:
     """The half-width of a zero-centred scale for ``a``: its largest finite |value|."""
-    finite = np.abs(a[np.isfinite(a)])
-    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return _max_abs([a[np.isfinite(a)]])
 
 
 @styled
@@ -129,3 +125,26 @@ def null_space_figure(
         "from sample 1 (pixel range in brackets)",
         cell=cell,
     )
+
+
+@styled
+def error_histories(
+    histories: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+) -> plt.Figure:
+    """Median relative error against the solver step: ``histories[panel][line]`` is a list
+    of ``(step, error)``; one panel per key (e.g. network), one line per method, log scale."""
+    fig, axes = plt.subplots(
+        1, len(histories), figsize=(2.8 * len(histories), 2.5), squeeze=False, sharey=True
+    )
+    for ax, (name, lines) in zip(axes[0], histories.items(), strict=True):
+        for label, hist in lines.items():
+            if hist:
+                steps, err = zip(*hist, strict=True)
+                ax.plot(steps, np.maximum(err, 1e-17), ".-", ms=3, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(name)
+    axes[0, 0].set_ylabel("median relative error")
+    axes[0, -1].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig

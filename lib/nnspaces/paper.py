@@ -34,7 +34,7 @@ class Reference:
 
 
 #: The datasets the paper's numbers compare with: MNIST, and the embedded sample of real MNIST
-#: digits. On any other (Fashion-MNIST) a figure shows no "paper: ..." (nnspaces.plots.with_paper).
+#: digits. On any other (Fashion-MNIST) a figure shows no "paper: ..." (with_paper).
 DATASETS = ("mnist", "mnist-embedded")
 
 #: The paper's three networks, in its order (the registry may hold more: nnspaces.models).
@@ -84,3 +84,10 @@ FIGURE3_METHODS: dict[str, dict[int, str]] = {
     "fcnn5": _caption({"avg-img+training": (1, 2, 6, 7)}, "min-img+training"),
     "resnet18": _caption({"min-img": (0, 2, 3, 8), "avg-min-img": (4,)}, "avg-img"),
 }
+
+
+def with_paper(title: str, paper_value: str, dataset: str) -> str:
+    """``title`` with ``(paper: <paper_value>)`` appended, only for a run on one of the
+    paper's datasets (:data:`DATASETS`); on any other the paper's number
+    compares with nothing, so the title stays as it is."""
+    return f"{title} (paper: {paper_value})" if dataset in DATASETS else title

@@ -169,15 +169,6 @@ def _colour_bar(fig: plt.Figure, ax: plt.Axes, im) -> None:
     bar.ax.yaxis.get_offset_text().set_fontsize(5)
 
 
-def with_paper(title: str, paper_value: str, dataset: str) -> str:
-    """``title`` with ``(paper: <paper_value>)`` appended, only for a run on one of the
-    paper's datasets (:data:`nnspaces.paper.DATASETS`); on any other the paper's number
-    compares with nothing, so the title stays as it is."""
-    from .paper import DATASETS
-
-    return f"{title} (paper: {paper_value})" if dataset in DATASETS else title
-
-
 @styled
 def spectrum(
     singular_values: np.ndarray | Sequence[float],
@@ -425,50 +416,6 @@ def spread_figure(summary: Sequence[dict], kind: str, *, log: bool = False) -> p
 
 
 @styled
-def signed_grid(
-    rows: Sequence[np.ndarray | torch.Tensor],
-    *,
-    row_labels: Sequence[str] | None = None,
-    col_labels: Sequence[str] | None = None,
-    image_shape: tuple[int, int] | None = None,
-    cell: float = 1.0,
-    title: str | None = None,
-    label: str = "difference",
-) -> plt.Figure:
-    """Signed images (e.g. differences between images) on one diverging colour scale,
-    symmetric about zero (white), with a colour bar: ``rows[r][c]`` at row r, column c."""
-    arrays = [_np(r).reshape(len(r), -1) for r in rows]
-    n_rows, n_cols = len(arrays), max(len(a) for a in arrays)
-    side = int(round(np.sqrt(arrays[0].shape[1])))
-    image_shape = image_shape or (side, side)
-    finite = [np.abs(a[np.isfinite(a)]) for a in arrays]
-    m = max((float(f.max()) for f in finite if f.size), default=1.0) or 1.0
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(cell * n_cols + 0.8, cell * n_rows), squeeze=False
-    )
-    shown = None
-    for r, a in enumerate(arrays):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(a):
-                ax.axis("off")
-                continue
-            shown = ax.imshow(a[c].reshape(image_shape), cmap="RdBu_r", vmin=-m, vmax=m)
-            if r == 0 and col_labels is not None:
-                ax.set_title(col_labels[c])
-            if c == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if shown is not None:
-        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label=label)
-    return fig
-
-
-@styled
 def head_spectra(spectra: Mapping[str, Mapping[str, Sequence[np.ndarray]]]) -> plt.Figure:
     """Singular values of attention heads: ``spectra[layer][projection]`` is one array of
     singular values per head (decreasing); one panel per layer (rows) and projection
@@ -496,26 +443,5 @@ def head_spectra(spectra: Mapping[str, Mapping[str, Sequence[np.ndarray]]]) -> p
             if r == len(layers) - 1:
                 ax.set_xlabel("index i")
     axes[0, -1].legend(fontsize=6, frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-@styled
-def error_histories(histories: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]):
-    """Median relative error against the solver step: ``histories[panel][line]`` is a list
-    of ``(step, error)``; one panel per key (e.g. network), one line per method, log scale."""
-    fig, axes = plt.subplots(
-        1, len(histories), figsize=(2.8 * len(histories), 2.5), squeeze=False, sharey=True
-    )
-    for ax, (name, lines) in zip(axes[0], histories.items(), strict=True):
-        for label, hist in lines.items():
-            if hist:
-                steps, err = zip(*hist, strict=True)
-                ax.plot(steps, np.maximum(err, 1e-17), ".-", ms=3, label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title(name)
-    axes[0, 0].set_ylabel("median relative error")
-    axes[0, -1].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
