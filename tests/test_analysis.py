@@ -199,3 +199,23 @@ def test_bad_arguments_are_named():
         analyze("resnet18")
     with pytest.raises(TypeError, match="Dataset or a tensor of images, got list"):
         analyze(Mixed(), [1, 2])
+
+
+def test_layernorm_reach_separates_reachable_from_unreachable_logits():
+    """Logits the module itself produces are below 1 (reachable); the same logits scaled far
+    beyond what a normalised vector can give are above it."""
+    from nnspaces.analysis import layernorm_reach
+
+    torch.manual_seed(0)
+    norm, head = nn.LayerNorm(16).double(), nn.Linear(16, 5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.normal_()
+    logits = head(norm(torch.randn(8, 16, dtype=torch.float64))).detach()
+    inside = layernorm_reach(norm, head, logits)
+    assert inside.shape == (8,) and (inside < 1).all() and (inside > 0).all()
+    offset = head(norm.bias).detach()  # the logits of n = 0
+    far = offset + 50 * (logits - offset)
+    assert (layernorm_reach(norm, head, far) > 1).all()
+    # the ratio is linear in the distance from the logits of n = 0
+    np.testing.assert_allclose(layernorm_reach(norm, head, far), 50 * inside, rtol=1e-8)

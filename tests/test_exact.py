@@ -360,3 +360,33 @@ def test_null_space_samples_keep_shape_and_box():
         null_space_samples(model, t[:2], ref, 2)
     with pytest.raises(ValueError, match="reference has 15 values; the network takes 16"):
         null_space_samples(model, t, ref.flatten()[:15], 2)
+
+
+def test_box_reach_gap_is_the_distance_to_the_box_for_an_identity_layer():
+    """With W = I and no SELU the closest image in [0, 1] is the target clipped into the box,
+    so the gap is known by hand; SELU after the layer is undone first."""
+    from nnspaces.exact import box_reach_gap
+
+    net = nn.Sequential(nn.Linear(3, 3)).double().eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(3))
+        net[0].bias.zero_()
+    t = torch.tensor([[0.2, 0.5, 0.9], [1.5, 0.5, -1.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    by_hand = (t - t.clamp(0, 1)).norm(dim=1) / t.norm(dim=1)
+    gap = box_reach_gap(net, t)
+    np.testing.assert_allclose(gap, by_hand.numpy(), atol=1e-8)
+    assert gap[0] < 1e-8 and gap[1] > 0.5  # inside the box: reachable; outside: not
+    # a larger box reaches the second row
+    assert box_reach_gap(net, t[1:2], lo=-1.0, hi=2.0)[0] < 1e-8
+    # SELU after the layer: the target is the SELU of a reachable pre-activation
+    selu = nn.Sequential(net[0], nn.SELU()).eval()
+    x = torch.tensor([[0.3, 0.0, 1.0]], dtype=torch.float64)
+    assert box_reach_gap(selu, selu(x).detach())[0] < 1e-8
+    assert box_reach_gap(selu, selu(x + 0.5).detach())[0] > 0.1
+
+
+def test_box_reach_gap_refuses_deeper_networks():
+    from nnspaces.exact import box_reach_gap
+
+    with pytest.raises(ValueError, match="one-layer SELU network; this one has 2 layers"):
+        box_reach_gap(selu_net([6, 4, 3]), torch.zeros(1, 3, dtype=torch.float64))

@@ -319,3 +319,28 @@ def analyze(
                     )
                 )
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def layernorm_reach(norm: nn.LayerNorm, head: nn.Linear, logits: torch.Tensor) -> np.ndarray:
+    """How far each row of ``logits`` is from what ``head(norm(h))`` can output, for any h.
+
+    A LayerNorm's normalised vector ``n = (h - mean) / std`` has mean 0 and norm ``sqrt(d)``
+    (up to its eps), so the logits ``W (gamma * n + beta) + b`` lie in a bounded set. Per row,
+    the smallest mean-zero ``n`` that gives those logits, divided by ``sqrt(d)``: a value
+    >= 1 means no input reaches them (every solution is at least that long); below 1 they
+    may be reachable. (The minimum-norm solution of the linear system with the mean-zero row
+    added, by the pseudo-inverse.)
+    """
+    W = head.weight.detach().double().cpu()
+    gamma = norm.weight.detach().double().cpu() if norm.weight is not None else 1.0
+    beta = norm.bias.detach().double().cpu() if norm.bias is not None else 0.0
+    Wg = W * gamma  # W diag(gamma)
+    offset = W @ (beta * torch.ones(W.shape[1], dtype=torch.float64))
+    if head.bias is not None:
+        offset = offset + head.bias.detach().double().cpu()
+    d = W.shape[1]
+    A = torch.cat([Wg, torch.ones(1, d, dtype=torch.float64)])  # the last row: mean zero
+    b = logits.detach().double().cpu() - offset
+    b = torch.cat([b, torch.zeros(len(b), 1, dtype=torch.float64)], 1)
+    n_min = torch.linalg.pinv(A) @ b.T
+    return (torch.linalg.vector_norm(n_min, dim=0) / d**0.5).numpy()

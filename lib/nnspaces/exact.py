@@ -415,3 +415,31 @@ def diversity(images: torch.Tensor) -> dict[str, float]:
         "mean_rms_difference": float(pairs.mean()),
         "min_rms_difference": float(pairs.min()),
     }
+
+
+def box_reach_gap(model: nn.Module, targets: torch.Tensor, lo: float = 0.0, hi: float = 1.0):
+    """Whether any image in ``[lo, hi]`` reaches each target row of a one-layer SELU network.
+
+    The target asks for the pre-activation ``z = selu^-1(t) - b``; the closest ``W x`` any
+    image in the box gives is a bounded least-squares problem (convex: scipy's
+    ``lsq_linear``), so the answer is exact, not a local search. Returns per row the relative
+    distance ``||W x* - z|| / ||z||``: zero (to the solver's accuracy) exactly when the
+    target is reachable inside the box. Deeper networks are refused: there, SELUs sit between
+    the box and the output and the question is no longer convex.
+    """
+    from scipy.optimize import lsq_linear
+
+    layers = selu_inverter(model).layers
+    if len(layers) != 1:
+        raise ValueError(
+            f"box_reach_gap needs a one-layer SELU network; this one has {len(layers)} "
+            "layers (beyond one the question is not convex)"
+        )
+    (layer,) = layers
+    t = targets.detach().double().cpu().numpy()
+    need = (selu_inverse(t) if layer.selu_after else t) - layer.b
+    gap = [
+        np.linalg.norm(layer.W @ lsq_linear(layer.W, z, bounds=(lo, hi)).x - z) / np.linalg.norm(z)
+        for z in need
+    ]
+    return np.array(gap)
