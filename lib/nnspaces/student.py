@@ -29,15 +29,11 @@ def student_notebook(source: str | Path) -> str:
     """The student edition of one notebook, as JSON text."""
     from nbconvert import NotebookExporter
     from nbconvert.preprocessors import ClearOutputPreprocessor, TagRemovePreprocessor
-    from traitlets.config import Config
 
-    config = Config()
-    config.TagRemovePreprocessor.remove_cell_tags = {SOLUTION_TAG}
-    config.TagRemovePreprocessor.enabled = True
-    config.ClearOutputPreprocessor.enabled = True
-    exporter = NotebookExporter(config=config)
-    exporter.register_preprocessor(TagRemovePreprocessor(config=config), enabled=True)
-    exporter.register_preprocessor(ClearOutputPreprocessor(config=config), enabled=True)
+    exporter = NotebookExporter()
+    remove = TagRemovePreprocessor(remove_cell_tags={SOLUTION_TAG}, enabled=True)
+    exporter.register_preprocessor(remove, enabled=True)
+    exporter.register_preprocessor(ClearOutputPreprocessor(enabled=True), enabled=True)
     body, _ = exporter.from_filename(str(source))
     return body
 
