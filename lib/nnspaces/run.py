@@ -38,9 +38,10 @@ NOTEBOOKS = (
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`
 
 
-def available_notebooks(folder: Path = NOTEBOOK_DIR) -> list[str]:
+def available_notebooks(folder: str | Path | None = None) -> list[str]:
     """Names of the notebooks the runner knows that exist in ``folder`` (``notebooks/``)."""
-    return [n for n in NOTEBOOKS if (Path(folder) / f"{n}.ipynb").is_file()]
+    folder = Path(NOTEBOOK_DIR if folder is None else folder)
+    return [n for n in NOTEBOOKS if (folder / f"{n}.ipynb").is_file()]
 
 
 def _kernel_name() -> str:
@@ -55,7 +56,7 @@ def run_notebooks(
     *,
     only: list[str] | None = None,
     progress: bool | None = None,
-    notebook_dir: str | Path = NOTEBOOK_DIR,
+    notebook_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run the notebooks (all, or ``only`` those) with ``config``'s parameters.
 
@@ -70,7 +71,7 @@ def run_notebooks(
 
     if not isinstance(config, RunConfig):
         raise TypeError(f"run_notebooks needs a RunConfig, got {type(config).__name__}")
-    notebook_dir = Path(notebook_dir)
+    notebook_dir = Path(NOTEBOOK_DIR if notebook_dir is None else notebook_dir)
     names = available_notebooks(notebook_dir)
     if only:
         unknown = [n for n in only if n not in names]
