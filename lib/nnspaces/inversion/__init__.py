@@ -25,6 +25,7 @@ from torch import nn
 from ..data import Dataset
 from ..exact import HIDDEN, exact_images, selu_inverter
 from ..models import frozen, is_selu_stack, model_as, n_outputs_of, network_name
+from ..specialise import specialised
 from ..training import predict
 from .equations import RESIDUALS, LogOddsEquations, log_odds, log_odds_goal
 from .methods import ALIASES, COMPARED, METHODS, Method, applicable, get_method, method_names
@@ -307,6 +308,10 @@ def invert(
     root = m.solver in ("newton", "lm")
     dtype = torch.float64 if (root and is_selu_stack(model)) else torch.float32
     work = model_as(model, dtype, device)
+    if "bn" not in priors:  # the BatchNorm prior reads the BatchNorm layers themselves
+        fast = specialised(work, tuple(x0.shape[1:]))
+        work = fast.model
+        settings["specialised"] = fast.summary()
     xs, tt = x0.to(device, dtype), t.to(device, dtype)
     if by_log_odds:  # one equation per class on its log-odds, instead of the K raw scores
         tt = LogOddsEquations(classes, log_odds_goal(opts.level), device=device)
