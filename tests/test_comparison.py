@@ -27,7 +27,7 @@ from nnspaces.comparison import (
     save_inversions,
 )
 from nnspaces.data import Dataset
-from nnspaces.inversion import COMPARED, ScoreStats, make_targets
+from nnspaces.inversion import COMPARED, QUICK_ROOT_STEPS, ScoreStats, make_targets
 from nnspaces.models import REGISTRY
 
 
@@ -105,8 +105,10 @@ def test_run_methods_runs_what_applies(runs):
     for net, by_method in results.items():
         for method, r in by_method.items():
             assert r.network == net and r.classes == [0, 1, 2]
-            if method in ("newton", "descent", "box"):
+            if method in ("descent", "box"):
                 assert r.settings["steps"] == QUICK_STEPS
+            elif method in ("newton", "lm", "lm-box"):
+                assert r.settings["steps"] == QUICK_ROOT_STEPS  # each step: K backward passes
             elif method.endswith("+training"):
                 assert r.settings["steps"] == 100  # the paper's "+training" is not capped
     assert results["a"]["exact"].success.all()

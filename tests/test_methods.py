@@ -116,3 +116,14 @@ def test_exact_says_why_it_does_not_apply():
         METHODS["exact"].requires(cnn())
     with pytest.raises(ValueError, match="found ReLU"):
         METHODS["exact"].requires(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+
+
+def test_quick_steps_cap_root_finders_hardest_and_keep_the_papers_training():
+    from nnspaces.inversion import PRESETS, QUICK_ROOT_STEPS, QUICK_STEPS, quick_steps
+
+    assert QUICK_ROOT_STEPS < QUICK_STEPS
+    assert quick_steps("avg-img+training") == quick_steps("training") == PRESETS["original"].steps
+    assert quick_steps("descent") == quick_steps("box") == QUICK_STEPS
+    for name in ("newton", "lm", "lm-box"):
+        assert quick_steps(name) == min(QUICK_ROOT_STEPS, PRESETS[get_method(name).preset].steps)
+    assert quick_steps("start") is None and quick_steps("exact") is None

@@ -26,12 +26,13 @@ from .files import atomic_write
 from .inversion import (
     COMPARED,
     PRIORS,
+    QUICK_STEPS,
     InversionResult,
     ScoreStats,
     applicable,
     combine_best,
-    get_method,
     invert,
+    quick_steps,
     score_stats,
     take_rows,
 )
@@ -42,8 +43,6 @@ from .training import predict
 
 #: The paper's "+training" from the class average: what every method is compared with.
 BASELINE = "avg-img+training"
-#: Solver steps in quick runs (smoke tests); full runs use each method's preset.
-QUICK_STEPS = 60
 
 
 def run_methods(
@@ -62,8 +61,8 @@ def run_methods(
     """Every compared method (:data:`~nnspaces.inversion.COMPARED`) that applies to
     ``model`` for the targets ``(C, K)``, plus ``best`` (per class the lowest error) and
     ``best-box`` (the lowest error among images inside [0, 1]). ``quick`` caps the solvers
-    of this library's iterative methods at :data:`QUICK_STEPS` (the paper's "+training"
-    keeps its 100). ``stats``: the model's score statistics on ``data``'s training images
+    of this library's iterative methods (:func:`~nnspaces.inversion.quick_steps`).
+    ``stats``: the model's score statistics on ``data``'s training images
     (computed once here when not given). ``methods``: only those of them (in their order;
     ``best`` and ``best-box`` then combine only these; none of them applying: ``{}``), e.g.
     ``("exact", "newton")``."""
@@ -76,7 +75,6 @@ def run_methods(
     for method in applicable(model):
         if methods is not None and method not in methods:
             continue
-        m = get_method(method)
         results[method] = invert(
             model,
             targets,
@@ -84,7 +82,7 @@ def run_methods(
             data=data,
             stats=stats,
             network=network,
-            steps=QUICK_STEPS if quick and m.iterative and m.solver != "training" else None,
+            steps=quick_steps(method) if quick else None,
             device=device,
             seed=seed,
             progress=progress,

@@ -28,7 +28,18 @@ from ..models import frozen, is_selu_stack, model_as, n_outputs_of, network_name
 from ..specialise import specialised
 from ..training import predict
 from .equations import RESIDUALS, LogOddsEquations, log_odds, log_odds_goal
-from .methods import ALIASES, COMPARED, METHODS, Method, applicable, get_method, method_names
+from .methods import (
+    ALIASES,
+    COMPARED,
+    METHODS,
+    QUICK_ROOT_STEPS,
+    QUICK_STEPS,
+    Method,
+    applicable,
+    get_method,
+    method_names,
+    quick_steps,
+)
 from .priors import PRIORS, PriorTerms, check_priors
 from .results import InversionResult, combine_best, evaluate_images, take_rows
 from .solvers import PRESETS, Callback, Preset, first_order, levenberg_marquardt, newton
@@ -52,6 +63,9 @@ from .targets import (
 )
 
 __all__ = [
+    "QUICK_ROOT_STEPS",
+    "QUICK_STEPS",
+    "quick_steps",
     "ALIASES",
     "COMPARED",
     "METHODS",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..models import selu_stack_layers
+from .solvers import PRESETS
 from .targets import PAPER_STARTS
 
 
@@ -141,3 +142,21 @@ def get_method(name: str) -> Method:
 def applicable(model: nn.Module, names: tuple[str, ...] = COMPARED) -> list[str]:
     """The methods among ``names`` that apply to ``model``."""
     return [n for n in names if get_method(n).applies_to(model)]
+
+
+#: Solver steps in quick runs (smoke tests): first-order solvers take at most
+#: ``QUICK_STEPS``, root finders (each step costs one backward pass per output) at most
+#: ``QUICK_ROOT_STEPS``; the paper's "+training" keeps its own 100.
+QUICK_STEPS = 60
+QUICK_ROOT_STEPS = 8
+
+
+def quick_steps(name: str) -> int | None:
+    """The steps method ``name`` takes in a quick run; None for methods that do not iterate."""
+    m = get_method(name)
+    if not m.iterative:
+        return None
+    steps = PRESETS[m.preset].steps
+    if m.solver == "training":
+        return steps
+    return min(steps, QUICK_ROOT_STEPS if m.solver in ("newton", "lm") else QUICK_STEPS)
