@@ -95,7 +95,18 @@ class PeakMemory:
 
 
 def bench_one(
-    model, targets, method, *, data, stats, network, device, steps, start=None, residual="scores"
+    model,
+    targets,
+    method,
+    *,
+    data,
+    stats,
+    network,
+    device,
+    steps,
+    start=None,
+    residual="scores",
+    specialise=True,
 ):
     """One call of invert for all ten classes: (result, seconds, peak MiB, MiB above the
     level at entry, growth MiB between the first and the last iteration)."""
@@ -120,6 +131,7 @@ def bench_one(
             progress=False,
             steps=steps,
             callback_every=10,
+            specialise=specialise,
             **({"residual": residual} if residual != "scores" else {}),
         )
         if device.type == "cuda":
@@ -150,6 +162,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=list(RESIDUALS),
         help="probability targets: solve the raw scores, or one log-odds equation per class",
     )
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="run the networks as they are, not their specialised copies (nnspaces.specialise)",
+    )
     args = ap.parse_args(argv)
     if args.residual != "scores" and args.targets != "probability":
         ap.error("--residual log-odds needs --targets probability")
@@ -161,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{ctx.data.describe()}"
+        f"{ctx.data.describe()}" + (", networks as they are (--plain)" if args.plain else "")
     )
     head = (
         f"{'network':9} {'method':21} {'seconds':>8} {'peak MiB':>9} {'+MiB':>7} "
@@ -208,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                 steps=args.steps,
                 start=start,
                 residual=args.residual,
+                specialise=not args.plain,
             )
             err = r.median_rel_error
             original = err if original is None else original

@@ -128,6 +128,7 @@ def test_unknown_override_is_a_type_error_naming_the_allowed_ones(fcnn1_like):
         "margin",
         "hidden",
         "callback_every",
+        "specialise",
     ]
 
 

@@ -117,7 +117,9 @@ class InvertOptions:
     inside SELU's range ``exact`` keeps hidden values; ``hidden``: where ``exact`` takes them
     from (see :func:`nnspaces.exact.exact_images`). ``callback_every``: steps between
     callbacks. Iterative solvers other than ``newton`` stop once every class is within half
-    of ``tol``.
+    of ``tol``. ``specialise``: the solvers run the network's equivalent copy for this input
+    size (:mod:`nnspaces.specialise`; not with the ``bn`` prior, which reads the BatchNorm
+    layers); False runs the network as it is.
     """
 
     preset: str | None = None
@@ -131,6 +133,7 @@ class InvertOptions:
     margin: float = 1e-3
     hidden: str = "auto"
     callback_every: int = 10
+    specialise: bool = True
 
     def __post_init__(self) -> None:
         if self.preset is not None:
@@ -138,6 +141,8 @@ class InvertOptions:
         if self.steps is not None:
             _positive_int("steps", self.steps)
         _positive_int("callback_every", self.callback_every)
+        if not isinstance(self.specialise, bool):
+            raise ValueError(f"specialise={self.specialise!r} must be True or False")
         lr = self.lr
         if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr={lr!r} must be a finite number > 0")
@@ -322,7 +327,7 @@ def invert(
     root = m.solver in ("newton", "lm")
     dtype = torch.float64 if (root and is_selu_stack(model)) else torch.float32
     work = model_as(model, dtype, device)
-    if "bn" not in priors:  # the BatchNorm prior reads the BatchNorm layers themselves
+    if opts.specialise and "bn" not in priors:  # the bn prior reads the BatchNorm layers
         fast = specialised(work, tuple(x0.shape[1:]))
         work = fast.model
         settings["specialised"] = fast.summary()
