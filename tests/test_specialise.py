@@ -100,10 +100,19 @@ def test_untraceable_model_is_used_as_it_is_and_says_why():
     assert s.model is model
 
 
-def test_nothing_to_rewrite_keeps_the_model():
+def test_nothing_to_rewrite_keeps_the_model_and_does_not_pin_it_in_the_cache():
+    import gc
+    import weakref
+
     model = build_model("fcnn1")
     s = sp.specialise(model, (1, 28, 28))
     assert s.model is model and s.reason == "nothing to fold or trim"
+    cached = sp.specialised(model, (1, 28, 28))
+    assert cached.model is model and cached.reason == s.reason
+    ref = weakref.ref(model)
+    del model, s, cached
+    gc.collect()
+    assert ref() is None
 
 
 def test_a_wrong_rewrite_is_refused(monkeypatch):

@@ -179,10 +179,14 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def specialised(model: nn.Module, input_shape: tuple[int, ...]) -> Specialised:
-    """:func:`specialise`, cached per model and input shape while its weights stay the same."""
+    """:func:`specialise`, cached per model and input shape while its weights stay the same.
+    Where the model is used as it is, only the reason is cached (an entry that held the
+    model itself would keep it alive in this weak-keyed cache)."""
     per_model = _CACHE.setdefault(model, {})
     key, version = tuple(int(s) for s in input_shape), weights_version(model)
     hit = per_model.get(key)
     if hit is None or hit[0] != version:
-        hit = per_model[key] = (version, specialise(model, key))
-    return hit[1]
+        s = specialise(model, key)
+        hit = per_model[key] = (version, s if s.model is not model else s.reason)
+    found = hit[1]
+    return found if isinstance(found, Specialised) else Specialised(model, key, reason=found)
