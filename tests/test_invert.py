@@ -401,6 +401,32 @@ def test_training_preset_moves_little_and_restores_the_model():
     assert plain.network == "Sequential"
 
 
+@pytest.mark.parametrize("method", ["descent", "lm", "newton"])
+def test_solvers_run_without_tf32(method):
+    # on a GPU, TF32 convolutions (cuDNN's default) are off by 1e-3: more than the tolerance
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            if x.dtype == torch.float32:  # (float64 measurements are not touched by TF32)
+                flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+                seen.append(flags)
+            return x
+
+    model = nn.Sequential(small_relu_cnn(), Spy())
+    was = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with torch.no_grad():
+            t = model(torch.rand(3, 1, 8, 8))
+        seen.clear()
+        invert(model, t, method=method, start=torch.rand(3, 1, 8, 8), steps=2, progress=False)
+        assert seen and not any(a or b for a, b in seen)
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32 = was
+
+
 def test_named_targets_restore_the_model():
     model, xy = toy_model(), toy_xy()
     model.train()

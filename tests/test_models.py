@@ -14,6 +14,7 @@ from nnspaces.models import (
     build_model,
     check_network,
     frozen,
+    full_float32,
     is_selu_stack,
     model_as,
     n_outputs_of,
@@ -415,3 +416,17 @@ def test_model_as_keys_the_cache_by_device():
 def _double_forward(model, x):
     """``model``'s output in float64, from an independent copy."""
     return copy.deepcopy(model).double().eval()(x)
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_full_float32_turns_tf32_off_and_restores_it(before):
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    was = cudnn.allow_tf32, matmul.allow_tf32
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = before
+        with pytest.raises(KeyError), full_float32():
+            assert not cudnn.allow_tf32 and not matmul.allow_tf32
+            raise KeyError("restored on an error too")
+        assert cudnn.allow_tf32 is before and matmul.allow_tf32 is before
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = was

@@ -279,6 +279,20 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """float32 convolutions and matrix products at full precision inside the block: CUDA's
+    TF32 mode (cuDNN's default for convolutions) keeps 10 mantissa bits, a relative error
+    near 1e-3, ten times the inversions' tolerance. Both flags restored on exit."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    was = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = was
+
+
 _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

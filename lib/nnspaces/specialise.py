@@ -27,7 +27,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .models import weights_version
+from .models import full_float32, weights_version
 
 
 @dataclass
@@ -165,7 +165,8 @@ def _check(model: nn.Module, copy_: nn.Module, input_shape: tuple[int, ...], tol
     was = model.training
     model.eval()
     try:
-        a, b = model(x), copy_(x)
+        with torch.no_grad(), full_float32():
+            a, b = model(x), copy_(x)
     finally:
         model.train(was)
     err = float((a - b).norm() / a.norm().clamp_min(1e-30))

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..exact import HIDDEN, exact_images, selu_inverter
-from ..models import frozen, is_selu_stack, model_as, n_outputs_of, network_name
+from ..models import frozen, full_float32, is_selu_stack, model_as, n_outputs_of, network_name
 from ..specialise import specialised
 from ..training import predict
 from .equations import RESIDUALS, LogOddsEquations, log_odds, log_odds_goal
@@ -352,7 +352,7 @@ def invert(
         if m.solver == "newton"
         else opts.tol / 2,
     )
-    with frozen(work):
+    with frozen(work), full_float32():
         if m.solver == "newton":
             x, done, hist = newton(work, xs, tt, **common)
         elif m.solver == "lm":
