@@ -129,6 +129,7 @@ def test_unknown_override_is_a_type_error_naming_the_allowed_ones(fcnn1_like):
         "hidden",
         "callback_every",
         "specialise",
+        "polish",
     ]
 
 
@@ -449,3 +450,32 @@ def test_network_label():
         progress=False,
     )
     assert r.network == "fcnn1"
+
+
+@pytest.mark.parametrize("method", ["descent", "box"])
+def test_descent_and_box_hand_off_to_levenberg_marquardt(method):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        t = model(torch.rand(4, 1, 8, 8, generator=g))
+    start = torch.rand(4, 1, 8, 8, generator=g)
+    run = dict(method=method, start=start, progress=False, tol=1e-5)
+    polished = invert(model, t, **run)
+    plain = invert(model, t, **run, polish=False)
+    assert polished.success.all() and plain.success.all()
+    info = polished.settings["polish"]
+    assert info["handoff"] == 1e-2 and info["classes"] >= 1 and info["steps"] >= 1
+    assert polished.steps < plain.steps and "polish" not in plain.settings
+    if method == "box":
+        assert polished.image.min() >= 0 and polished.image.max() <= 1
+    # with a prior the objective is more than the outputs: Adam to the end
+    primed = invert(model, t, **run, priors={"tv": 1e-6}, steps=50)
+    assert "polish" not in primed.settings
+
+
+def test_polish_option_must_be_a_flag():
+    with pytest.raises(ValueError, match="polish='no' must be True or False"):
+        invert(
+            toy_model(), torch.zeros(3, 3), method="descent", start=torch.zeros(3, 4), polish="no"
+        )

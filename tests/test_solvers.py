@@ -11,12 +11,15 @@ from nnspaces import paper
 from nnspaces.inversion import invert
 from nnspaces.inversion.priors import PriorTerms
 from nnspaces.inversion.solvers import (
+    HANDOFF,
+    POLISH_STEPS,
     PRESETS,
     Preset,
     first_order,
     jacobian,
     mse_matched,
     newton,
+    polish,
     relative_sq_error,
 )
 
@@ -281,3 +284,61 @@ def test_newton_leaves_a_class_with_zero_jacobian_where_it_is():
     x, _, _ = run_newton(model, start, t)
     assert torch.equal(x[0], start[0])  # both ReLUs dead: no step can help
     assert torch.allclose(model(x[1:]), t[1:], atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- polish
+
+
+def test_polish_finishes_only_the_classes_within_the_handoff():
+    model = frozen_net(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3), seed=3)
+    t, x_ref = reachable(model, 3, seed=4)
+    g = torch.Generator().manual_seed(5)
+    x = x_ref.clone()
+    x[0] += 1e-3 * torch.randn(12, generator=g, dtype=torch.float64)  # near: within handoff
+    x[1] = torch.rand(12, generator=g, dtype=torch.float64) * 4 - 2  # far from its target
+    # x[2] stays at its pre-image: already solved
+
+    def rel_of(x):
+        with torch.no_grad():
+            return (torch.linalg.vector_norm(model(x) - t, dim=1) / t.norm(dim=1)).numpy()
+
+    before = rel_of(x)
+    assert 1e-6 < before[0] <= HANDOFF < before[1] and before[2] < 1e-12
+    history, calls = [(0, 0.5)], []
+    out, n, n_cls = polish(
+        model,
+        x.clone(),
+        t,
+        box=False,
+        steps_before=7,
+        history=history,
+        callback=lambda step, err: calls.append(step),
+        callback_every=1,
+        progress=False,
+        stop_tol=1e-10,
+    )
+    after = rel_of(out)
+    assert n_cls == 1 and 1 <= n <= POLISH_STEPS
+    assert after[0] <= 1e-10
+    assert torch.equal(out[1], x[1]) and torch.equal(out[2], x[2])  # the others untouched
+    # the history and the callback go on from the first-order solver's steps
+    assert history[0] == (0, 0.5) and [s for s, _ in history[1:]] == calls and calls[0] == 7
+
+
+def test_polish_does_nothing_where_no_class_is_within_the_handoff():
+    model = frozen_net(nn.Linear(4, 2))
+    x0 = torch.zeros(2, 4, dtype=torch.float64)
+    t = torch.tensor([[5.0, -5.0], [3.0, 4.0]], dtype=torch.float64)
+    out, n, n_cls = polish(
+        model,
+        x0,
+        t,
+        box=False,
+        steps_before=3,
+        history=[],
+        callback=None,
+        callback_every=1,
+        progress=False,
+        stop_tol=1e-8,
+    )
+    assert (n, n_cls) == (0, 0) and torch.equal(out, x0)

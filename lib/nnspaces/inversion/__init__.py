@@ -42,7 +42,16 @@ from .methods import (
 )
 from .priors import PRIORS, PriorTerms, check_priors
 from .results import InversionResult, combine_best, evaluate_images, take_rows
-from .solvers import PRESETS, Callback, Preset, first_order, levenberg_marquardt, newton
+from .solvers import (
+    HANDOFF,
+    PRESETS,
+    Callback,
+    Preset,
+    first_order,
+    levenberg_marquardt,
+    newton,
+    polish,
+)
 from .targets import (
     PROB_LEVEL,
     PROB_MARGIN,
@@ -119,7 +128,9 @@ class InvertOptions:
     callbacks. Iterative solvers other than ``newton`` stop once every class is within half
     of ``tol``. ``specialise``: the solvers run the network's equivalent copy for this input
     size (:mod:`nnspaces.specialise`; not with the ``bn`` prior, which reads the BatchNorm
-    layers); False runs the network as it is.
+    layers); False runs the network as it is. ``polish``: ``descent`` and ``box`` without
+    priors hand the classes Adam brought within 1e-2 to Levenberg-Marquardt
+    (:func:`~nnspaces.inversion.solvers.polish`); False keeps Adam to the end.
     """
 
     preset: str | None = None
@@ -134,6 +145,7 @@ class InvertOptions:
     hidden: str = "auto"
     callback_every: int = 10
     specialise: bool = True
+    polish: bool = True
 
     def __post_init__(self) -> None:
         if self.preset is not None:
@@ -141,8 +153,9 @@ class InvertOptions:
         if self.steps is not None:
             _positive_int("steps", self.steps)
         _positive_int("callback_every", self.callback_every)
-        if not isinstance(self.specialise, bool):
-            raise ValueError(f"specialise={self.specialise!r} must be True or False")
+        for flag in ("specialise", "polish"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag}={getattr(self, flag)!r} must be True or False")
         lr = self.lr
         if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr={lr!r} must be a finite number > 0")
@@ -361,6 +374,7 @@ def invert(
             terms = PriorTerms(
                 work, priors, averages.to(device, dtype) if averages is not None else None
             )
+            handoff = m.polish and opts.polish and not priors
             x, done, hist = first_order(
                 work,
                 xs,
@@ -371,8 +385,20 @@ def invert(
                 priors=terms,
                 box=m.box,
                 desc=method,
-                **common,
+                **(common | {"stop_tol": HANDOFF}) if handoff else common,
             )
+            if handoff:
+                x, more, n_cls = polish(
+                    work,
+                    x,
+                    tt,
+                    box=m.box,
+                    steps_before=done,
+                    history=hist,
+                    **{k: v for k, v in common.items() if k != "steps"},
+                )
+                settings["polish"] = {"handoff": HANDOFF, "classes": n_cls, "steps": more}
+                done += more
     return evaluate_images(
         model,
         x.cpu(),

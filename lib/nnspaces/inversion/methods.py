@@ -16,8 +16,9 @@ exact       SELU stacks only: walk backward through the layers' vector spaces, e
 newton      minimum-norm Gauss-Newton root finding with the input Jacobian and a line search
 lm          Levenberg-Marquardt root finding (the follow-up paper's solver), adaptive damping
 lm-box      the same inside [0, 1]: pixels held at a bound, trials clipped to the box
-descent     Adam on the relative squared output error (plus optional priors), decaying step
-box         the same, projected onto pixels in [0, 1] after every step
+descent     Adam on the relative squared output error (plus optional priors), decaying step;
+            without priors, a class within 1e-2 is finished by Levenberg-Marquardt steps
+box         the same, projected onto pixels in [0, 1] after every step (finished by lm-box)
 ==========  =====================================================================================
 """
 
@@ -46,6 +47,8 @@ class Method:
     ``descent``, ``box``). ``start``: its start image (the reference for ``exact``) unless
     the caller gives one; ``fixed_start``: an alias that names its start, which the caller
     may not change. ``preset``: key of ``PRESETS`` for iterative methods, else None.
+    ``polish``: without priors, Levenberg-Marquardt finishes the classes the first-order
+    solver brought within :data:`~nnspaces.inversion.solvers.HANDOFF`.
     ``requires(model)`` raises a ValueError saying why the method does not apply.
     """
 
@@ -56,6 +59,7 @@ class Method:
     preset: str | None = None
     takes_priors: bool = False
     box: bool = False
+    polish: bool = False
     fixed_start: bool = False
     requires: Callable[[nn.Module], object] = _any_model
 
@@ -96,17 +100,19 @@ METHODS: dict[str, Method] = {
         Method(
             "descent",
             "descent",
-            "Adam on the relative output error, decaying step",
+            "Adam on the relative output error, decaying step, finished by Levenberg-Marquardt",
             preset="descent",
             takes_priors=True,
+            polish=True,
         ),
         Method(
             "box",
             "box",
-            "Adam projected onto pixels in [0, 1]",
+            "Adam projected onto pixels in [0, 1], finished by Levenberg-Marquardt in the box",
             preset="box",
             takes_priors=True,
             box=True,
+            polish=True,
         ),
     )
 }

@@ -11,6 +11,8 @@ device of the model they get:
   input Jacobian and an Armijo line search.
 * :func:`levenberg_marquardt`: the follow-up paper's damped version of it, unconstrained or
   inside [0, 1].
+* :func:`polish`: Levenberg-Marquardt steps that finish what a first-order solver brought
+  within :data:`HANDOFF` (``descent`` and ``box`` end this way).
 
 Input Jacobians come from K backward passes over the batch (:func:`jacobian`); measured on
 the trained ResNet18 (ten images, 2 CPU cores) that is 0.27 s against 1.7 s for
@@ -71,6 +73,13 @@ PRESETS: dict[str, Preset] = {
     # gentle steps from the start image: with a prior, images that still look like digits
     "natural": Preset("adam", 0.1, 300, 1e-2),
 }
+
+#: A class that Adam brought within this relative error leaves its batch and is finished by
+#: at most ``POLISH_STEPS`` Levenberg-Marquardt steps (:func:`polish`). Measured on the trained
+#: ResNet18 (ten classes, min/max targets, 2 CPU cores): Adam needs 47 steps to bring every
+#: class within 1e-2 and about 100 more to reach 5e-5; from 1e-2 Levenberg-Marquardt takes 3.
+HANDOFF = 1e-2
+POLISH_STEPS = 10
 
 
 def mse_matched(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -280,6 +289,7 @@ def levenberg_marquardt(
     progress: bool,
     stop_tol: float,
     max_tries: int = 8,
+    only: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int, list]:
     """Levenberg-Marquardt root finding (the follow-up paper's solver), batched over classes.
 
@@ -290,7 +300,7 @@ def levenberg_marquardt(
     diagonal of ``J J^T``. With ``box`` the images stay in [0, 1]: pixels at a bound whose
     descent direction ``J^T r`` points outward are held (their Jacobian columns zeroed) and
     every trial is clipped to the box. A class stops once its relative error is <=
-    ``stop_tol``.
+    ``stop_tol``; ``only`` (a ``(C,)`` mask) leaves the other classes where they are.
     """
     x = (start.clamp(0, 1) if box else start).detach().clone()
     eq = as_equations(t)
@@ -307,7 +317,8 @@ def levenberg_marquardt(
         rn = torch.linalg.vector_norm(r, dim=1)
         if step % callback_every == 0 and _report(step, rn / tn, history, bar, callback):
             break
-        active = (rn / tn > stop_tol).nonzero().squeeze(1)
+        open_ = rn / tn > stop_tol
+        active = (open_ if only is None else open_ & only).nonzero().squeeze(1)
         if len(active) == 0:
             break
         xa, ra = x[active], r[active]
@@ -339,6 +350,50 @@ def levenberg_marquardt(
         del J, A
     finish(bar)  # stopped early at the tolerance: done, not failed
     return x, step + 1, history
+
+
+def polish(
+    model: nn.Module,
+    x: torch.Tensor,
+    t: Equations,
+    *,
+    box: bool,
+    steps_before: int,
+    history: list,
+    callback: Callback | None,
+    callback_every: int,
+    progress: bool | None,
+    stop_tol: float,
+) -> tuple[torch.Tensor, int, int]:
+    """Levenberg-Marquardt steps (at most :data:`POLISH_STEPS`) for the classes of ``x``
+    within :data:`HANDOFF` but not yet within ``stop_tol``; the others stay as they are.
+    Continues ``history`` and the callback's step count after ``steps_before`` first-order
+    steps. Returns the images, the steps taken and how many classes were polished."""
+    eq = as_equations(t)
+    with torch.no_grad():
+        rel = torch.linalg.vector_norm(eq.residual(model(x), slice(None)), dim=1)
+    rel = rel / eq.norm(slice(None)).to(rel.dtype)
+    chosen = (rel <= HANDOFF) & (rel > stop_tol)
+    if not chosen.any():
+        return x, 0, 0
+
+    def shifted(step: int, err: float):
+        return callback(steps_before + step, err)
+
+    x, n, hist = levenberg_marquardt(
+        model,
+        x,
+        eq,
+        steps=POLISH_STEPS,
+        box=box,
+        callback=shifted if callback is not None else None,
+        callback_every=callback_every,
+        progress=progress,
+        stop_tol=stop_tol,
+        only=chosen,
+    )
+    history.extend((steps_before + s, e) for s, e in hist)
+    return x, n, int(chosen.sum())
 
 
 def _report(step: int, rel: torch.Tensor, history: list, bar, callback: Callback | None) -> bool:
