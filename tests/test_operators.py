@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnspaces.operators import ConvOperator, row_space_energy, spectrum
+from nnspaces.operators import ConvOperator, row_space_energy, spectrum, spectrum_and_energy
 
 
 def _conv_no_bias(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,15 @@ def test_row_space_energy_against_an_svd_projection():
         V = Vh[: int(np.sum(S > 1e-10))]
         expected = np.sum((X @ V.T) ** 2) / np.sum(X**2)
         assert 0.3 < expected < 0.99
-        assert row_space_energy(A, X, spectrum(A).tol) == pytest.approx(expected, rel=1e-10)
+        spec_alone = spectrum(A)
+        assert row_space_energy(A, X, spec_alone.tol) == pytest.approx(expected, rel=1e-10)
+        # one eigendecomposition for both: the same spectrum and the same energy
+        both, energy = spectrum_and_energy(A, X)
+        np.testing.assert_allclose(
+            both.singular_values, spec_alone.singular_values, rtol=1e-10, atol=1e-6
+        )  # (the zero ones are rounding noise)
+        assert (both.rank, both.tol) == (spec_alone.rank, pytest.approx(spec_alone.tol))
+        assert energy == pytest.approx(expected, rel=1e-10)
     # full column rank: every input is seen
     assert row_space_energy(rng.standard_normal((6, 3)), X[:, :3], 1e-9) == 1.0
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .models import REGISTRY, frozen, network_name
-from .operators import ConvOperator, Spectrum, row_space_energy, spectrum
+from .operators import ConvOperator, Spectrum, spectrum, spectrum_and_energy
 from .spaces import condition_number, conv_as_matrix
 
 COLUMNS = (
@@ -95,23 +95,18 @@ def _spectrum_values(spec: Spectrum) -> dict[str, Any]:
     }
 
 
-def _energy(W: np.ndarray, spec: Spectrum, inputs: torch.Tensor | None) -> float | None:
-    """Fraction of the inputs' energy (flattened to ``W``'s width) in the row space of ``W``."""
+def _dense(W: np.ndarray, inputs: torch.Tensor | None, eps: float) -> tuple[Spectrum, float | None]:
+    """``W``'s spectrum and the fraction of the inputs' energy (flattened to ``W``'s width) in
+    its row space (None without inputs)."""
     if inputs is None:
-        return None
+        return spectrum(W, eps=eps), None
     X = inputs.detach().to("cpu", torch.float64).reshape(-1, W.shape[1]).numpy()
-    return row_space_energy(W, X, spec.tol)
+    return spectrum_and_energy(W, X, eps=eps)
 
 
 def _matrix_row(layer, module, label, W, inputs, eps) -> dict[str, Any]:
-    spec = spectrum(W, eps=eps)
-    return _row(
-        layer,
-        module,
-        label,
-        **_spectrum_values(spec),
-        input_energy_in_row_space=_energy(W, spec, inputs),
-    )
+    spec, energy = _dense(W, inputs, eps)
+    return _row(layer, module, label, **_spectrum_values(spec), input_energy_in_row_space=energy)
 
 
 #: The four maps of one attention head, in the order :func:`analyze` lists them.
@@ -186,15 +181,14 @@ def _conv_row(name, conv, x, real: bool, eps: float, dense_limit: int) -> dict[s
             kernel_condition_number=kernel,
             reason=reason,
         )
-    A = op.matrix()
-    spec = spectrum(A, eps=eps)
+    spec, energy = _dense(op.matrix(), x if real else None, eps)
     return _row(
         name,
         conv,
         label,
         **_spectrum_values(spec),
         kernel_condition_number=kernel,
-        input_energy_in_row_space=_energy(A, spec, x if real else None),
+        input_energy_in_row_space=energy,
     )
 
 

@@ -189,13 +189,16 @@ def _gram(A: np.ndarray) -> np.ndarray:
     return A @ A.T if A.shape[0] < A.shape[1] else A.T @ A
 
 
-def row_space_energy(A: np.ndarray, X: np.ndarray, tol: float) -> float:
+def row_space_energy(
+    A: np.ndarray, X: np.ndarray, tol: float, eig: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
     """Fraction of the energy of the rows of ``X`` (inputs, ``(N, n)``) that lies in the row
-    space of ``A`` (singular values above ``tol``): 1 when ``A`` has no null space."""
+    space of ``A`` (singular values above ``tol``): 1 when ``A`` has no null space. ``eig``:
+    ``np.linalg.eigh`` of ``_gram(A)`` where already computed."""
     total = float(np.sum(X**2))
     if total == 0:
         return math.nan
-    lam, Q = np.linalg.eigh(_gram(A))
+    lam, Q = eig if eig is not None else np.linalg.eigh(_gram(A))
     keep = lam > tol**2
     if keep.sum() == A.shape[1]:
         return 1.0
@@ -204,6 +207,24 @@ def row_space_energy(A: np.ndarray, X: np.ndarray, tol: float) -> float:
     else:  # A^T A = V S^2 V^T
         Z = X @ Q[:, keep]
     return float(np.sum(Z**2) / total)
+
+
+def _dense_spectrum(shape: tuple[int, int], lam: np.ndarray, eps: float) -> Spectrum:
+    """The spectrum from the eigenvalues ``lam`` (ascending) of the Gram matrix."""
+    S = np.sqrt(np.clip(lam[::-1], 0.0, None))
+    tol = rank_tolerance(S, shape, eps)
+    return Spectrum(shape, S, tol, "dense", int(np.sum(S > tol)))
+
+
+def spectrum_and_energy(
+    A: np.ndarray, X: np.ndarray, *, eps: float = float(np.finfo(np.float32).eps)
+) -> tuple[Spectrum, float]:
+    """:func:`spectrum` of the matrix ``A`` and :func:`row_space_energy` of the inputs ``X``
+    from one eigendecomposition of its Gram matrix (the slow part: 5.8 s for a 3136 x 3136
+    operator on 2 cores, where the eigenvalues alone take 3)."""
+    lam, Q = np.linalg.eigh(_gram(A))
+    spec = _dense_spectrum(A.shape, lam, eps)
+    return spec, row_space_energy(A, X, spec.tol, eig=(lam, Q))
 
 
 def spectrum(
@@ -222,9 +243,7 @@ def spectrum(
     m, n = op.shape
     if isinstance(op, np.ndarray) or m * n <= dense_limit:
         A = op if isinstance(op, np.ndarray) else op.matrix()
-        S = np.sqrt(np.clip(np.linalg.eigvalsh(_gram(A))[::-1], 0.0, None))
-        tol = rank_tolerance(S, (m, n), eps)
-        return Spectrum((m, n), S, tol, "dense", int(np.sum(S > tol)))
+        return _dense_spectrum((m, n), np.linalg.eigvalsh(_gram(A)), eps)
     from scipy.sparse.linalg import ArpackNoConvergence, svds
 
     lin = op.linear_operator()
