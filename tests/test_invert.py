@@ -479,3 +479,23 @@ def test_polish_option_must_be_a_flag():
         invert(
             toy_model(), torch.zeros(3, 3), method="descent", start=torch.zeros(3, 4), polish="no"
         )
+
+
+def test_newton_stops_at_the_tolerance_except_in_float64():
+    # float32 (a tanh net): stops once every class is within tol / 2, like the other solvers
+    torch.manual_seed(3)
+    smooth = nn.Sequential(nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3)).eval()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        t = smooth(torch.rand(3, 16, generator=g))
+    start = torch.rand(3, 16, generator=g)
+    loose = invert(smooth, t, method="newton", start=start, tol=1e-2, progress=False)
+    tight = invert(smooth, t, method="newton", start=start, tol=1e-6, progress=False)
+    assert loose.success.all() and tight.success.all()
+    assert loose.steps < tight.steps and loose.settings["dtype"] == "float32"
+    # float64 (a SELU stack): on to the rounding floor whatever the tolerance
+    selu = selu_net((16, 12, 3))
+    with torch.no_grad():
+        t = selu(torch.rand(3, 16, generator=g, dtype=torch.float64))
+    r = invert(selu, t, method="newton", start=start.double(), tol=1e-2, progress=False)
+    assert r.settings["dtype"] == "float64" and r.rel_error.max() < 1e-10

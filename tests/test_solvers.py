@@ -270,7 +270,7 @@ def test_newton_converges_on_smooth_nets():
     with torch.no_grad():
         t = tanh(torch.rand(4, 30))
     r = invert(tanh, t, method="newton", start=torch.full((4, 30), 0.5), progress=False)
-    assert r.rel_error.max() < 1e-5  # float32 for non-SELU nets
+    assert r.rel_error.max() <= 5e-5  # float32 for non-SELU nets: stops within tol / 2
     assert r.settings["dtype"] == "float32"
 
 
