@@ -385,7 +385,7 @@ def invert(
                 priors=terms,
                 box=m.box,
                 desc=method,
-                **(common | {"stop_tol": HANDOFF}) if handoff else common,
+                **(common | {"stop_tol": max(HANDOFF, common["stop_tol"])}) if handoff else common,
             )
             if handoff:
                 x, more, n_cls = polish(
