@@ -77,7 +77,8 @@ PRESETS: dict[str, Preset] = {
 #: A class that Adam brought within this relative error leaves its batch and is finished by
 #: at most ``POLISH_STEPS`` Levenberg-Marquardt steps (:func:`polish`). Measured on the trained
 #: ResNet18 (ten classes, min/max targets, 2 CPU cores): Adam needs 47 steps to bring every
-#: class within 1e-2 and about 100 more to reach 5e-5; from 1e-2 Levenberg-Marquardt takes 3.
+#: class within 1e-2 and about 100 more to reach 5e-5; from 1e-2 Levenberg-Marquardt takes 3
+#: (inside the box, where held pixels slow it, ``lm-box`` takes up to the ten).
 HANDOFF = 1e-2
 POLISH_STEPS = 10
 
