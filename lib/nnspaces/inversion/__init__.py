@@ -72,9 +72,6 @@ from .targets import (
 )
 
 __all__ = [
-    "QUICK_ROOT_STEPS",
-    "QUICK_STEPS",
-    "quick_steps",
     "ALIASES",
     "COMPARED",
     "METHODS",
@@ -82,6 +79,8 @@ __all__ = [
     "PRIORS",
     "PROB_LEVEL",
     "PROB_MARGIN",
+    "QUICK_ROOT_STEPS",
+    "QUICK_STEPS",
     "RESIDUALS",
     "STARTS",
     "TARGETS",
@@ -100,6 +99,7 @@ __all__ = [
     "make_targets",
     "method_names",
     "probability_targets",
+    "quick_steps",
     "score_stats",
     "start_images",
     "take_rows",
