@@ -14,6 +14,7 @@ from nnspaces.inversion.solvers import (
     HANDOFF,
     POLISH_STEPS,
     PRESETS,
+    STALL_WINDOW,
     Preset,
     first_order,
     jacobian,
@@ -342,3 +343,35 @@ def test_polish_does_nothing_where_no_class_is_within_the_handoff():
         stop_tol=1e-8,
     )
     assert (n, n_cls) == (0, 0) and torch.equal(out, x0)
+
+
+# ----------------------------------------------------------------------------- stalls
+
+
+def test_a_stalled_class_leaves_the_batch_without_priors():
+    # a 2 -> 3 linear map: a target off its range plane is out of reach, and Adam settles on
+    # the least-squares image; a reachable class converges steadily and is not stalled
+    model = frozen_net(nn.Linear(2, 3), seed=5)
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.rand(2, 2, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        reachable_t = model(torch.tensor([[3.0, -2.0]], dtype=torch.float64))
+    normal = torch.linalg.svd(model[0].weight, full_matrices=True).U[:, 2]  # off the plane
+    t = torch.cat([reachable_t, reachable_t + 5 * normal.view(1, 3)])
+    preset = Preset("adam", 0.05, 3000)
+    _, alone, _ = run_first_order(model, x0[1:], t[1:], preset, loss="rel", stop_tol=1e-6)
+    assert alone < preset.steps and alone % STALL_WINDOW == 0  # stopped at a window's end
+    x, steps, _ = run_first_order(model, x0, t, preset, loss="rel", stop_tol=1e-6)
+    assert steps < preset.steps
+    with torch.no_grad():
+        rel = (torch.linalg.vector_norm(model(x) - t, dim=1) / t.norm(dim=1)).numpy()
+    assert rel[0] <= 1e-6  # the reachable class finished
+    # the stalled one sits at the least-squares residual: the distance to the plane
+    assert rel[1] == pytest.approx(5 / t[1].norm().item(), rel=1e-3)
+    # with a prior, or with the paper's MSE, every step runs
+    avg = torch.zeros(2, 2, dtype=torch.float64)
+    terms = PriorTerms(model, {"l2-avg": 1e-9}, avg)
+    _, steps, _ = run_first_order(model, x0, t, preset, loss="rel", priors=terms, stop_tol=1e-6)
+    assert steps == preset.steps
+    _, steps, _ = run_first_order(model, x0, t, Preset("sgd", 1e-3, 300), loss="mse", stop_tol=1e-6)
+    assert steps == 300
