@@ -36,6 +36,8 @@ CASES = [
     (nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), (2, 5, 5)),
     (nn.Conv2d(2, 3, 2, padding="same"), (2, 5, 4)),
     (nn.Conv1d(3, 2, 5, stride=2, padding=2), (3, 11)),
+    (nn.Conv1d(4, 6, 3, stride=3, padding=1, groups=2), (4, 10)),
+    (nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(2, 0), dilation=(1, 2), groups=2), (4, 9, 7)),
 ]
 
 
