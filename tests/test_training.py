@@ -332,3 +332,22 @@ def test_bad_config():
         TrainConfig("fcnn1", weight_decay=-0.1)
     with pytest.raises(ValueError, match="weight_decay=True"):
         TrainConfig("fcnn1", weight_decay=True)
+
+
+def _from_cache_in_a_process(args) -> bool:
+    cfg, data, cache_dir = args
+    return get_trained(cfg, data, cache_dir=cache_dir, progress=False).from_cache
+
+
+def test_two_processes_wanting_one_network_train_it_once(small, tmp_path):
+    """Notebooks run side by side ask for the same uncached network at the same time: one
+    trains it, the other waits for the checkpoint and loads it (without the lock both see no
+    checkpoint and both train)."""
+    import multiprocessing
+
+    cfg = TrainConfig("fcnn5", epochs=3)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # fork after torch can hang
+        jobs = pool.map_async(_from_cache_in_a_process, [(cfg, small, tmp_path)] * 2, chunksize=1)
+        from_cache = jobs.get(timeout=300)
+    assert sorted(from_cache) == [False, True]
+    assert get_trained(cfg, small, cache_dir=tmp_path, progress=False).from_cache

@@ -15,6 +15,8 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,6 +238,30 @@ def get_trained(
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     key = cache_key(config, data)
     path = cache_dir / f"{config.network}-{key}.pt"
+    with _cache_lock(path):
+        return _load_or_train(config, data, key, path, device, progress)
+
+
+@contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """Held while one checkpoint is read or trained: a process that wants the same network
+    at the same time (notebooks run side by side) waits, then loads what this one saved,
+    instead of training it twice. (Where there is no ``fcntl``, nothing is locked.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _load_or_train(config, data, key, path, device, progress) -> TrainedNetwork:
     model = build_model(config.network, seed=config.seed)
     if path.exists():
         try:
