@@ -1,4 +1,5 @@
-# make figures   set up if needed, then run every notebook on the embedded MNIST digits
+# make figures   set up if needed, then run every notebook on the embedded MNIST digits,
+#                JOBS=2 at a time (each kernel with its share of the cores)
 # make test      set up if needed, then the unit tests and a smoke run of every notebook
 # make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib with its dev extra) and its kernel
 # make sweep     five seeds x {embedded MNIST, Fashion-MNIST} through the figure notebooks, with
@@ -12,6 +13,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nnspaces-setup
 PROFILE ?= default
+JOBS    ?= 2
 
 .PHONY: setup figures sweep paper student test lint mnist clean-results
 
@@ -26,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 figures: setup
-	$(PY) -m nnspaces run --profile $(PROFILE)
+	$(PY) -m nnspaces run --profile $(PROFILE) --jobs $(JOBS)
 
 sweep: setup
 	$(PY) -m nnspaces sweep sweeps/seeds.toml

@@ -102,6 +102,51 @@ def test_only_unknown_notebook_is_a_clear_error(tiny_notebooks, tmp_path):
         run.run_notebooks("smoke")
 
 
+@pytest.mark.notebook
+def test_notebooks_run_side_by_side_longest_first_with_their_share_of_the_cores(
+    tmp_path, monkeypatch
+):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    names = list(run.NOTEBOOKS[:3])
+    for name in names:
+        _notebook(
+            folder / f"{name}.ipynb",
+            "seed = None",
+            "import json, os, time\n"
+            "start = time.time()\n"
+            "time.sleep(1.5)\n"
+            f"json.dump({{'start': start, 'end': time.time(), "
+            f"'threads': os.environ.get('OMP_NUM_THREADS')}}, open({str(tmp_path / name)!r}, 'w'))",
+        )
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", folder)
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    out = tmp_path / "out"
+    # the last run into this folder: names[2] took longest, names[0] least
+    write_json(
+        out / "run.json",
+        {
+            "notebooks": [
+                {"notebook": n, "seconds": s} for n, s in zip(names, (1.0, 5.0, 60.0), strict=True)
+            ]
+        },
+    )
+    config = RunConfig.from_profile("smoke", out_dir=str(out))
+    rows = run.run_notebooks(config, progress=False, jobs=2)
+    assert [r["notebook"] for r in rows] == names and {r["status"] for r in rows} == {"ok"}
+    assert json.loads((out / "run.json").read_text())["notebooks"] == rows
+    got = {n: json.loads((tmp_path / n).read_text()) for n in names}
+    assert {g["threads"] for g in got.values()} == {"2"}  # 4 cores, 2 at a time
+    assert "OMP_NUM_THREADS" not in os.environ  # the workers' environment, not the runner's
+    longest, middle, shortest = (got[n] for n in reversed(names))
+    # the two longer ones ran side by side; the shortest waited for a free worker
+    assert longest["start"] < middle["end"] and middle["start"] < longest["end"]
+    assert shortest["start"] >= min(longest["end"], middle["end"]) - 0.5
+    with pytest.raises(ValueError, match="jobs=0 must be a positive integer"):
+        run.run_notebooks(config, jobs=0)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -14,15 +14,19 @@ to ``<out_dir>/notebooks/``; the notebooks themselves write figures, metrics and
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
 import time
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
 from .config import PROFILES, REPO_ROOT, RESULTS, RunConfig
 from .files import write_json
 from .metrics import key_numbers, read_metrics
-from .progress import batch_run, show_progress
+from .progress import batch_run, finish, progress_bar, show_progress
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Notebooks in the order they run (later ones reuse the networks earlier ones trained).
@@ -36,6 +40,8 @@ NOTEBOOKS = (
     "explore",
 )
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`
+#: The variables that set a kernel's torch and BLAS threads.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def available_notebooks(folder: str | Path | None = None) -> list[str]:
@@ -57,20 +63,27 @@ def run_notebooks(
     only: list[str] | None = None,
     progress: bool | None = None,
     notebook_dir: str | Path | None = None,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run the notebooks (all, or ``only`` those) with ``config``'s parameters.
 
     The kernels run as a batch run (:func:`nnspaces.progress.batch_run`): the library shows
     no progress bars in them. ``progress``: papermill's bar over the cells, on this side
-    (default: :func:`nnspaces.progress.show_progress`).
+    (default: :func:`nnspaces.progress.show_progress`); with ``jobs`` > 1 a bar over the
+    notebooks instead. ``jobs``: notebooks run at a time, each kernel with ``cores / jobs``
+    torch and BLAS threads, the longest first (by the times in ``run.json`` of the last run
+    into the same folder). Small networks and batches keep a second thread busy only part of
+    the time, so on 2 cores two notebooks at a time finish sooner than one after the other.
 
-    Returns one row per notebook: name, status ("ok" or the error), seconds, output path.
-    A failing notebook does not stop the others.
+    Returns one row per notebook, in the runner's order: name, status ("ok" or the error),
+    seconds, output path. A failing notebook does not stop the others.
     """
     import papermill as pm
 
     if not isinstance(config, RunConfig):
         raise TypeError(f"run_notebooks needs a RunConfig, got {type(config).__name__}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a positive integer")
     notebook_dir = Path(NOTEBOOK_DIR if notebook_dir is None else notebook_dir)
     names = available_notebooks(notebook_dir)
     if only:
@@ -81,39 +94,83 @@ def run_notebooks(
     out_dir = config.output_dir
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     params = config.parameters()
+    parallel = jobs > 1 and len(names) > 1
+    cell_bar = show_progress(progress) and not parallel  # decided outside the kernels' batch run
+    threads = max(1, (os.cpu_count() or 1) // jobs) if parallel else None
     kernel = _kernel_name()
-    cell_bar = show_progress(progress)  # decided here, outside the batch run of the kernels
-    rows = []
+    todo = {}
     for name in names:
         source = notebook_dir / f"{name}.ipynb"
-        output = out_dir / "notebooks" / f"{name}.ipynb"
         declared = pm.inspect_notebook(str(source))  # pass each notebook only what it declares
-        start = time.perf_counter()
-        try:
-            with batch_run():  # the kernel inherits the environment
-                pm.execute_notebook(
-                    source,
-                    output,
-                    parameters={k: v for k, v in params.items() if k in declared},
-                    kernel_name=kernel,
-                    cwd=str(notebook_dir),
-                    progress_bar=cell_bar,
-                )
-            status = "ok"
-        except Exception as e:  # report every failure in the table, run the rest
-            status = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
-        rows.append(
-            {
-                "notebook": name,
-                "status": status,
-                "seconds": round(time.perf_counter() - start, 1),
-                "output": str(output),
-            }
-        )
+        todo[name] = {
+            "notebook": name,
+            "source": str(source),
+            "output": str(out_dir / "notebooks" / f"{name}.ipynb"),
+            "parameters": {k: v for k, v in params.items() if k in declared},
+            "kernel": kernel,
+            "cwd": str(notebook_dir),
+            "cell_bar": cell_bar,
+            "threads": threads,
+        }
+    if parallel:
+        from .sweep.executors import make_executor
+
+        last = _last_seconds(out_dir)
+        order = sorted(names, key=lambda n: -last.get(n, math.inf))
+        bar = progress_bar(len(names), desc=f"notebooks, {jobs} at a time", progress=progress)
+        done = {}
+        with make_executor("local", workers=jobs) as pool:
+            futures = {pool.submit(execute_notebook, todo[n]): n for n in order}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                bar.update(1)
+        finish(bar)
+        rows = [done[n] for n in names]
+    else:
+        rows = [execute_notebook(todo[n]) for n in names]
     write_json(
         out_dir / "run.json", {"profile": config.profile, "parameters": params, "notebooks": rows}
     )
     return rows
+
+
+def execute_notebook(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one notebook with papermill (``job``: one of :func:`run_notebooks`' jobs, in this
+    process or a worker's) and return its row."""
+    import papermill as pm
+
+    if job["threads"]:  # a worker's own environment: its kernels inherit it
+        for var in THREAD_VARIABLES:
+            os.environ[var] = str(job["threads"])
+    start = time.perf_counter()
+    try:
+        with batch_run():  # the kernel inherits the environment
+            pm.execute_notebook(
+                job["source"],
+                job["output"],
+                parameters=job["parameters"],
+                kernel_name=job["kernel"],
+                cwd=job["cwd"],
+                progress_bar=job["cell_bar"],
+            )
+        status = "ok"
+    except Exception as e:  # report every failure in the table, run the rest
+        status = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
+    return {
+        "notebook": job["notebook"],
+        "status": status,
+        "seconds": round(time.perf_counter() - start, 1),
+        "output": job["output"],
+    }
+
+
+def _last_seconds(out_dir: Path) -> dict[str, float]:
+    """Each notebook's seconds in the last run into ``out_dir`` (none if there is none)."""
+    try:
+        rows = json.loads((out_dir / "run.json").read_text())["notebooks"]
+        return {str(r["notebook"]): float(r["seconds"]) for r in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def key_numbers_text(out_dir: Path) -> str:
@@ -144,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the profile's)")
     run.add_argument("--seed", type=int, default=None, help="default: the profile's")
     run.add_argument("--out-dir", default=None, help="default: results/<profile>")
+    run.add_argument(
+        "--jobs", type=int, default=1, help="notebooks at a time (default 1; `make figures`: 2)"
+    )
     from . import sweep
 
     sweep.add_arguments(sub.add_parser("sweep", help="run the notebooks over a parameter grid"))
@@ -178,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         config = RunConfig.from_profile(
             args.profile, device=args.device, seed=args.seed, out_dir=args.out_dir
         )
-        rows = run_notebooks(config, only=args.only)
+        rows = run_notebooks(config, only=args.only, jobs=args.jobs)
     except ValueError as e:
         parser.error(str(e))
     print(format_table(rows))

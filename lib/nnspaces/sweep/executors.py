@@ -31,10 +31,10 @@ def execute_run(job: Mapping[str, Any]) -> dict[str, Any]:
     the notebooks' rows, timings and ``files`` (path relative to the run's folder -> bytes).
     """
     from ..report import write_report
-    from ..run import run_notebooks
+    from ..run import THREAD_VARIABLES, run_notebooks
 
     if job.get("threads"):
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        for var in THREAD_VARIABLES:
             os.environ[var] = str(job["threads"])  # the notebook's kernel inherits these
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"nnspaces-{job['id']}-") as tmp:
