@@ -52,6 +52,13 @@ def test_snapshot_and_rendering_carry_the_runs_numbers(tmp_path):
     assert "| `natural pre-images` | 0.5 (7/10, min-max) | - |" in text
     assert "profile `p`, d (40 training / 10 test images: s)" in text
     assert "took 93 s in all (fig1 12 s, fig3 80 s;" in text
+    # a run that recorded its wall clock (notebooks side by side): both times, each named
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    (tmp_path / "run" / "run.json").write_text(json.dumps(record | {"seconds": 61.7, "jobs": 2}))
+    text = readme.render(readme.snapshot(tmp_path / "run"))
+    assert (
+        "The run took 62 s, 2 notebooks at a time; its notebooks 93 s together (fig1 12 s" in text
+    )
 
 
 def test_a_run_without_run_json_has_no_times(tmp_path):

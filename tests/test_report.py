@@ -160,7 +160,14 @@ def run_dir(tmp_path: Path) -> Path:
         },
     ]
     write_json(
-        out / "run.json", {"profile": "smoke", "parameters": {"epochs": 1}, "notebooks": rows}
+        out / "run.json",
+        {
+            "profile": "smoke",
+            "parameters": {"epochs": 1},
+            "notebooks": rows,
+            "jobs": 2,
+            "seconds": 41.3,
+        },
     )
     fig1 = Fig1Metrics("fcnn1", 0.9123, 1, np.array([4.5, 3.0, 0.615]), 7.3141, np.ones(10))
     write_json(out / "metrics" / "fig1.json", {**DATA, **fig1.to_dict()})
@@ -238,6 +245,7 @@ def test_notebooks_times_data_and_metrics(run_dir):
     assert failed[:2] == ["failed: PapermillExecutionError: CUDA out of patience", "3.2"]
     assert "no executed notebook" in failed[2]
     assert nbs["total"][1] == "55.8"  # 12.5 + 3.25 + 40
+    assert nbs["wall clock"] == ["", "41.3", "2 notebooks at a time"]  # side by side
     data = page.tables["data-used"]
     assert data[0] == ["metrics file", "profile", "dataset", "n_train", "n_val", "n_test", "source"]
     assert data[1] == ["fig1.json", "smoke", "mnist-embedded", "500", "0", "200", DATA["source"]]

@@ -135,7 +135,10 @@ def test_notebooks_run_side_by_side_longest_first_with_their_share_of_the_cores(
     config = RunConfig.from_profile("smoke", out_dir=str(out))
     rows = run.run_notebooks(config, progress=False, jobs=2)
     assert [r["notebook"] for r in rows] == names and {r["status"] for r in rows} == {"ok"}
-    assert json.loads((out / "run.json").read_text())["notebooks"] == rows
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["notebooks"] == rows and saved["jobs"] == 2
+    # the wall clock: at least the longest notebook, less than all of them one after another
+    assert max(r["seconds"] for r in rows) <= saved["seconds"] < sum(r["seconds"] for r in rows)
     got = {n: json.loads((tmp_path / n).read_text()) for n in names}
     assert {g["threads"] for g in got.values()} == {"2"}  # 4 cores, 2 at a time
     assert "OMP_NUM_THREADS" not in os.environ  # the workers' environment, not the runner's

@@ -51,15 +51,27 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
             for net, n in natural.items()
         },
         "times": run_times(out_dir),
+        "wall": run_wall(out_dir),
     }
+
+
+def _run_record(out_dir: Path) -> dict:
+    path = Path(out_dir) / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def run_times(out_dir: Path) -> dict[str, float]:
     """Seconds per notebook of the run, from its ``run.json`` (empty when there is none)."""
-    path = Path(out_dir) / "run.json"
-    if not path.is_file():
-        return {}
-    return {row["notebook"]: row["seconds"] for row in json.loads(path.read_text())["notebooks"]}
+    return {row["notebook"]: row["seconds"] for row in _run_record(out_dir).get("notebooks", [])}
+
+
+def run_wall(out_dir: Path) -> dict[str, float] | None:
+    """The whole run's wall-clock ``seconds`` and its ``jobs`` (notebooks at a time), from
+    its ``run.json``; None for a run that did not record them."""
+    record = _run_record(out_dir)
+    if "seconds" not in record:
+        return None
+    return {"seconds": record["seconds"], "jobs": record.get("jobs", 1)}
 
 
 def _error(value: float | None) -> str:
@@ -102,10 +114,17 @@ def render(snap: dict[str, Any]) -> str:
     times = snap.get("times") or {}
     if times:
         each = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
+        wall = snap.get("wall")
+        took = (
+            f"The run took {wall['seconds']:.0f} s, {wall['jobs']} notebook"
+            f"{'s' if wall['jobs'] > 1 else ''} at a time; its notebooks "
+            f"{sum(times.values()):.0f} s together"
+            if wall
+            else f"The run's notebooks took {sum(times.values()):.0f} s in all"
+        )
         lines += [
             "",
-            f"The run's notebooks took {sum(times.values()):.0f} s in all ({each}; training "
-            "is included where the checkpoint cache was cold).",
+            f"{took} ({each}; training is included where the checkpoint cache was cold).",
         ]
     lines.append(END)
     return "\n".join(lines)

@@ -402,6 +402,8 @@ def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
             inversion=inversion,
             notebooks=notebooks,
             total_seconds=total,
+            wall=(run or {}).get("seconds"),
+            jobs=(run or {}).get("jobs", 1),
             data_keys=DATA_KEYS,
             data_rows=[
                 (name, [_text(m.get(k, "-")) for k in DATA_KEYS])

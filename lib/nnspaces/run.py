@@ -76,7 +76,8 @@ def run_notebooks(
     the time, so on 2 cores two notebooks at a time finish sooner than one after the other.
 
     Returns one row per notebook, in the runner's order: name, status ("ok" or the error),
-    seconds, output path. A failing notebook does not stop the others.
+    seconds, output path. A failing notebook does not stop the others. ``run.json`` keeps
+    them with the parameters, ``jobs`` and the whole run's wall-clock ``seconds``.
     """
     import papermill as pm
 
@@ -94,6 +95,7 @@ def run_notebooks(
     out_dir = config.output_dir
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     params = config.parameters()
+    started = time.perf_counter()
     parallel = jobs > 1 and len(names) > 1
     cell_bar = show_progress(progress) and not parallel  # decided outside the kernels' batch run
     threads = max(1, (os.cpu_count() or 1) // jobs) if parallel else None
@@ -117,7 +119,9 @@ def run_notebooks(
 
         last = _last_seconds(out_dir)
         order = sorted(names, key=lambda n: -last.get(n, math.inf))
-        bar = progress_bar(len(names), desc=f"notebooks, {jobs} at a time", progress=progress)
+        bar = progress_bar(
+            len(names), desc=f"notebooks, {jobs} at a time", progress=progress, unit="notebook"
+        )
         done = {}
         with make_executor("local", workers=jobs) as pool:
             futures = {pool.submit(execute_notebook, todo[n]): n for n in order}
@@ -129,7 +133,14 @@ def run_notebooks(
     else:
         rows = [execute_notebook(todo[n]) for n in names]
     write_json(
-        out_dir / "run.json", {"profile": config.profile, "parameters": params, "notebooks": rows}
+        out_dir / "run.json",
+        {
+            "profile": config.profile,
+            "parameters": params,
+            "notebooks": rows,
+            "jobs": jobs if parallel else 1,
+            "seconds": round(time.perf_counter() - started, 1),  # the whole run, wall clock
+        },
     )
     return rows
 
