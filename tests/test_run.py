@@ -150,6 +150,15 @@ def test_notebooks_run_side_by_side_longest_first_with_their_share_of_the_cores(
         run.run_notebooks(config, jobs=0)
 
 
+def test_the_schedule_reads_the_last_runs_times_and_survives_a_bad_record(tmp_path):
+    assert run._last_seconds(tmp_path) == {}  # no last run
+    write_json(tmp_path / "run.json", {"notebooks": [{"notebook": "fig1", "seconds": 12.5}]})
+    assert run._last_seconds(tmp_path) == {"fig1": 12.5}
+    for bad in ("{not json", '{"notebooks": [{"seconds": 1}]}', '{"notebooks": 3}'):
+        (tmp_path / "run.json").write_text(bad)
+        assert run._last_seconds(tmp_path) == {}  # only a schedule: run in the usual order
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -14,7 +14,6 @@ to ``<out_dir>/notebooks/``; the notebooks themselves write figures, metrics and
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -27,6 +26,7 @@ from .config import PROFILES, REPO_ROOT, RESULTS, RunConfig
 from .files import write_json
 from .metrics import key_numbers, read_metrics
 from .progress import batch_run, finish, progress_bar, show_progress
+from .readme import run_times
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Notebooks in the order they run (later ones reuse the networks earlier ones trained).
@@ -176,10 +176,10 @@ def execute_notebook(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _last_seconds(out_dir: Path) -> dict[str, float]:
-    """Each notebook's seconds in the last run into ``out_dir`` (none if there is none)."""
+    """Each notebook's seconds in the last run into ``out_dir`` (none if there is none, or
+    its ``run.json`` cannot be read: the order is only a schedule)."""
     try:
-        rows = json.loads((out_dir / "run.json").read_text())["notebooks"]
-        return {str(r["notebook"]): float(r["seconds"]) for r in rows}
+        return {str(name): float(s) for name, s in run_times(out_dir).items()}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
