@@ -287,6 +287,29 @@ def test_newton_leaves_a_class_with_zero_jacobian_where_it_is():
     assert torch.allclose(model(x[1:]), t[1:], atol=1e-10)
 
 
+def test_newton_evaluates_only_the_classes_still_open():
+    """Each Jacobian covers the unfinished classes only, and each trial of the line search only
+    the classes that have not yet accepted a step (a spy records every forward pass)."""
+    net = frozen_net(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 3), seed=6)
+    t, x_ref = reachable(net, 6, seed=7)
+    start = x_ref + 0.3 * torch.randn(x_ref.shape, generator=torch.Generator().manual_seed(8))
+    calls = []
+
+    def spy(x):
+        calls.append((len(x), x.requires_grad))
+        return net(x)
+
+    x, steps, _ = run_newton(spy, start, t, steps=30)
+    rel = torch.linalg.vector_norm(net(x) - t, dim=1) / torch.linalg.vector_norm(t, dim=1)
+    assert (rel <= 1e-12).all()  # piecewise linear: exact once in the right region
+    jac = [i for i, (_, grad) in enumerate(calls) if grad]
+    sizes = [calls[i][0] for i in jac]
+    assert sizes[0] == 6 and sizes[-1] < 6 and sizes == sorted(sizes, reverse=True)
+    for i, j in zip(jac, jac[1:] + [len(calls)], strict=True):
+        trials = [n for n, _ in calls[i + 1 : j]]  # this step's line search
+        assert trials[0] == calls[i][0] and trials == sorted(trials, reverse=True)
+
+
 # ----------------------------------------------------------------------------- polish
 
 
