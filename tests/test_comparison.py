@@ -18,6 +18,7 @@ from nnspaces.comparison import (
     NaturalPreimages,
     comparison_table,
     cross_check,
+    invert_runs,
     natural_preimages,
     pick_per_class,
     prior_effects,
@@ -27,7 +28,7 @@ from nnspaces.comparison import (
     save_inversions,
 )
 from nnspaces.data import Dataset
-from nnspaces.inversion import COMPARED, QUICK_ROOT_STEPS, ScoreStats, make_targets
+from nnspaces.inversion import COMPARED, QUICK_ROOT_STEPS, ScoreStats, invert, make_targets
 from nnspaces.models import REGISTRY
 
 
@@ -280,6 +281,49 @@ def test_natural_preimages_of_an_unknown_network(data, recognised):
     assert nat.chosen_weight == best["weight"] and nat.n_recognised == best["n_agree"]
     assert nat.result.settings["priors"] == ({"l2-avg": best["weight"]} if best["weight"] else {})
     assert nat.result.network == "mine"
+
+
+def bn_conv_model():
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(36, 3)
+    )
+    model[1].running_mean.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_invert_runs_matches_each_run_alone(data):
+    model = bn_conv_model()
+    runs = {"none": None, "tv": {"tv": 0.2}, "bn": {"bn": 0.1}, "l2": {"l2-avg": 5.0}}
+    kw = dict(method="box", preset="natural", steps=40, data=data, classes=[2, 0], progress=False)
+    batched = invert_runs(model, "min-max", runs, **kw)
+    assert list(batched) == list(runs)
+    for label, pri in runs.items():
+        alone = invert(model, "min-max", priors=pri, **kw)
+        r = batched[label]
+        assert r.classes == [2, 0] and r.settings["priors"] == (pri or {})
+        assert torch.allclose(r.image, alone.image, atol=1e-5)
+        assert np.allclose(r.rel_error, alone.rel_error, rtol=1e-4)
+        assert torch.equal(r.target, alone.target)
+    # bn reads the network as it is, tv and l2-avg its specialised copy, and the run without
+    # priors stops at the tolerance and is polished: three batches
+    assert [batched[k].settings["batch"]["runs"] for k in runs] == [1, 2, 1, 2]
+    share = batched["tv"].settings["batch"]["seconds"] / 2
+    assert batched["tv"].seconds == batched["l2"].seconds == pytest.approx(share)
+    assert batched["none"].settings["polish"]["handoff"] > 0
+    assert not torch.allclose(batched["l2"].image, batched["none"].image, atol=1e-3)
+
+
+def test_invert_runs_repeats_given_targets_and_starts(data):
+    model = selu_model()
+    t = torch.tensor([[2.0, -1.0, 0.0], [0.0, 0.5, 1.0]])
+    start = torch.full((2, 1, 3, 3), 0.5)
+    kw = dict(method="descent", steps=30, classes=[0, 1], data=data, progress=False)
+    batched = invert_runs(model, t, {"a": {"tv": 0.1}, "b": {"tv": 1.0}}, start=start, **kw)
+    for label, w in (("a", 0.1), ("b", 1.0)):
+        alone = invert(model, t, start=start, priors={"tv": w}, **kw)
+        assert torch.allclose(batched[label].image, alone.image, atol=1e-5)
+        assert torch.equal(batched[label].start, alone.start)
 
 
 def test_prior_effects(data):

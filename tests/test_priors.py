@@ -47,6 +47,31 @@ def test_check_priors_normalises():
     assert check_priors({"bn": 0.0}) == {}
 
 
+def test_check_priors_takes_one_weight_per_row():
+    out = check_priors({"tv": [0, 0.5, 2], "l2-avg": (0.0, 0.0, 0.0), "bn": 0}, rows=3)
+    assert out == {"tv": (0.0, 0.5, 2.0)}  # a prior weighted nowhere is dropped
+    with pytest.raises(ValueError, match="prior 'tv' has 2 weights for a batch of 3 images"):
+        check_priors({"tv": [0.1, 0.2]}, rows=3)
+    with pytest.raises(ValueError, match="prior 'tv' weight -1 must be finite and >= 0"):
+        check_priors({"tv": [0.1, -1, 0.2]}, rows=3)
+    with pytest.raises(ValueError, match="must be a number"):  # rows not given: one weight
+        check_priors({"tv": [0.1, 0.2]})
+
+
+def test_prior_terms_with_a_weight_per_row():
+    x = torch.zeros(3, 1, 2, 2)
+    x[1, 0] = torch.tensor([[0.0, 1.0], [3.0, 5.0]])  # tv 2.5
+    x[2, 0] = torch.tensor([[1.0, 1.0], [1.0, 2.0]])  # tv 0.5
+    base = torch.tensor([0.5, 0.25, 1.0])
+    terms = PriorTerms(plain_model(), {"tv": (0.0, 0.1, 4.0)}, None)
+    assert terms.free.tolist() == [True, False, False]
+    with terms:
+        assert torch.allclose(terms.add(base, x, slice(None)), torch.tensor([0.5, 0.5, 3.0]))
+        # the rows still in the batch get their own weights
+        rows = torch.tensor([0, 2])
+        assert torch.allclose(terms.add(base[rows], x[rows], rows), torch.tensor([0.5, 3.0]))
+
+
 @pytest.mark.parametrize(
     ("priors", "message"),
     [
@@ -123,12 +148,13 @@ def test_prior_terms_add_weighted_penalties():
     base = torch.tensor([0.5, 0.25])
     terms = PriorTerms(plain_model(), {"tv": 0.1, "l2-avg": 2.0}, avg)
     with terms:
-        total = terms.add(base, x)
+        total = terms.add(base, x, slice(None))
     expected = base + 0.1 * torch.tensor([2.5, 0.0]) + 2.0 * torch.tensor([21 / 4, 1.0])
     assert torch.allclose(total, expected)
     # no weights: the base comes back unchanged
     with PriorTerms(plain_model(), {}, None) as none:
-        assert torch.equal(none.add(base, x), base)
+        assert torch.equal(none.add(base, x, slice(None)), base)
+        assert bool(none.free)  # no weight anywhere: every row may stop on its own
     with pytest.raises(ValueError, match="prior 'l2-avg' needs the class averages"):
         PriorTerms(plain_model(), {"l2-avg": 1.0}, None)
 
@@ -141,6 +167,6 @@ def test_prior_terms_bn_hooks_only_while_entered():
     with terms:
         assert model[1]._forward_hooks
         model(x)
-        total = terms.add(torch.zeros(1), x)
+        total = terms.add(torch.zeros(1), x, slice(None))
     assert torch.allclose(total, torch.tensor([3.0 * (math.sqrt(40) + math.sqrt(370))]))
     assert not model[1]._forward_hooks

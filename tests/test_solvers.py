@@ -208,6 +208,40 @@ def test_priors_enter_the_objective():
     assert torch.allclose(x, avg, atol=0.01)
 
 
+def test_a_batch_of_runs_with_their_own_weights_matches_the_runs_alone():
+    # rows with different l2-avg weights in one batch move as each would in its own run;
+    # a row without weight leaves the batch at the tolerance while the others go on
+    model = frozen_net(nn.Linear(4, 2))
+    x0 = torch.zeros(2, 4, dtype=torch.float64)
+    t = torch.tensor([[1.0, -1.0], [0.5, 2.0]], dtype=torch.float64)
+    avg = torch.tensor([[1.0, 2.0, 3.0, 4.0], [-1.0, 0.0, 1.0, 0.5]], dtype=torch.float64)
+    preset = Preset("adam", 0.05, 400)
+    runs = [
+        run_first_order(
+            model, x0, t, preset, loss="rel", priors=PriorTerms(model, pri, avg), stop_tol=1e-4
+        )
+        for pri in ({}, {"l2-avg": 0.3}, {"l2-avg": 3.0})
+    ]
+    alone = [x for x, _, _ in runs]
+    assert runs[0][1] < preset.steps  # without a prior the run stops at the tolerance
+    weights = {"l2-avg": [0.0, 0.0, 0.3, 0.3, 3.0, 3.0]}
+    batch, steps, _ = run_first_order(
+        model,
+        x0.repeat(3, 1),
+        t.repeat(3, 1),
+        preset,
+        loss="rel",
+        priors=PriorTerms(model, weights, avg.repeat(3, 1)),
+        stop_tol=1e-4,
+    )
+    assert steps == preset.steps  # the weighted rows ran to the end
+    assert torch.allclose(batch, torch.cat(alone), atol=1e-10)
+    with torch.no_grad():
+        reached = torch.linalg.vector_norm(model(batch[:2]) - t, dim=1) / t.norm(dim=1)
+    assert (reached <= 1e-4).all()  # the free rows stopped there (as alone)
+    assert not torch.allclose(alone[1], alone[2], atol=1e-3)  # the weights matter
+
+
 def test_callback_gets_the_median_and_can_stop():
     model = frozen_net(nn.Linear(4, 3))
     x0 = torch.rand(4, 4, dtype=torch.float64)

@@ -198,7 +198,7 @@ def invert(
     classes: Sequence[int] | int | None = None,
     data: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None,
     stats: ScoreStats | None = None,
-    priors: Mapping[str, float] | None = None,
+    priors: Mapping[str, float | Sequence[float]] | None = None,
     network: str | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -215,7 +215,9 @@ def invert(
     *input_shape)`` images or a name from :data:`STARTS` (``data`` needed); default the
     method's own (``avg-img``); ``exact`` returns the pre-images closest to it. ``data``: a
     :class:`~nnspaces.data.Dataset` (training split used) or ``(x, y)``. ``priors``:
-    ``{name: weight}`` from :data:`PRIORS`, for methods that take them. ``network`` labels
+    ``{name: weight}`` from :data:`PRIORS`, for methods that take them; a weight may be a
+    sequence of one weight per class row (several runs in one batch:
+    :func:`nnspaces.comparison.invert_runs`). ``network`` labels
     the result (default :func:`nnspaces.models.network_name`). ``callback(step,
     median_rel_error)`` runs during iterative methods; returning False stops them.
     ``options`` (or keyword ``overrides`` such as ``steps=100``): :class:`InvertOptions`.
@@ -233,7 +235,7 @@ def invert(
     if network is not None and not isinstance(network, str):
         raise ValueError(f"network={network!r} must be a name (a string) or None")
     network = network or network_name(model)
-    priors = check_priors(priors, model)
+    priors = check_priors(priors, model, rows=len(classes))
     if priors and not m.takes_priors:
         takers = [k for k, v in METHODS.items() if v.takes_priors]
         raise ValueError(f"priors apply to methods {takers}, not {method!r}")
@@ -372,7 +374,10 @@ def invert(
             x, done, hist = levenberg_marquardt(work, xs, tt, box=m.box, **common)
         else:
             terms = PriorTerms(
-                work, priors, averages.to(device, dtype) if averages is not None else None
+                work,
+                priors,
+                averages.to(device, dtype) if averages is not None else None,
+                device=device,
             )
             handoff = m.polish and opts.polish and not priors
             x, done, hist = first_order(

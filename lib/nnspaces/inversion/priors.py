@@ -17,7 +17,7 @@ bn         DeepInversion-style: each BatchNorm2d input's channel mean and varian
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,9 +57,15 @@ PRIORS: dict[str, Prior] = {
 }
 
 
-def check_priors(priors: Mapping[str, float] | None, model: nn.Module | None = None) -> dict:
+def check_priors(
+    priors: Mapping[str, float | Sequence[float]] | None,
+    model: nn.Module | None = None,
+    rows: int | None = None,
+) -> dict:
     """``priors`` as a dict ``{name: weight}`` with names from :data:`PRIORS` and finite
-    weights >= 0 (zero weights dropped); with ``model``, each prior must apply to it.
+    weights >= 0 (priors whose weights are all zero dropped); with ``model``, each prior must
+    apply to it. With ``rows``, a weight may also be a sequence of ``rows`` weights, one per
+    image of the batch (kept as a tuple): one batch then holds runs with different weights.
     ``None`` means no prior."""
     if priors is None:
         return {}
@@ -68,16 +74,24 @@ def check_priors(priors: Mapping[str, float] | None, model: nn.Module | None = N
     out = {}
     for name, weight in priors.items():
         check_name("prior", name, tuple(PRIORS))
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise ValueError(f"prior {name!r} weight {weight!r} must be a number")
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"prior {name!r} weight {weight!r} must be finite and >= 0")
+        per_row = rows is not None and isinstance(weight, Sequence)
+        if per_row and len(weight) != rows:
+            raise ValueError(
+                f"prior {name!r} has {len(weight)} weights for a batch of {rows} images"
+            )
+        for w in weight if per_row else (weight,):
+            if isinstance(w, bool) or not isinstance(w, int | float):
+                raise ValueError(f"prior {name!r} weight {w!r} must be a number")
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(f"prior {name!r} weight {w!r} must be finite and >= 0")
         if model is not None and not PRIORS[name].applies_to(model):
             raise ValueError(
                 f"prior {name!r} ({PRIORS[name].description}) does not apply to "
                 f"{type(model).__name__}: {PRIORS[name].refusal}"
             )
-        if weight > 0:
+        if per_row and any(w > 0 for w in weight):
+            out[name] = tuple(float(w) for w in weight)
+        elif not per_row and weight > 0:
             out[name] = float(weight)
     return out
 
@@ -136,17 +150,30 @@ class BatchNormStats:
 class PriorTerms:
     """The weighted priors of one run, as a context (``bn`` hooks the model while entered).
 
-    ``add(total, x)`` returns ``total + sum_k weight_k * penalty_k(x)`` per image ``(C,)``,
-    called after the forward pass of ``x`` (``bn`` reads what that pass recorded).
-    ``averages`` ``(C, *shape)``: the class averages ``l2-avg`` compares with.
+    ``add(total, x, rows)`` returns ``total + sum_k weight_k * penalty_k(x)`` per image, for
+    the images ``x`` of the batch's ``rows``, called after the forward pass of ``x`` (``bn``
+    reads what that pass recorded). A weight is a number or one weight per row of the batch
+    (:func:`check_priors`); ``free`` marks the rows without any prior weight (a ``(C,)`` mask
+    with per-row weights, else one boolean). ``averages`` ``(C, *shape)``: the class averages
+    ``l2-avg`` compares with.
     """
 
     def __init__(
-        self, model: nn.Module, weights: Mapping[str, float], averages: torch.Tensor | None
+        self,
+        model: nn.Module,
+        weights: Mapping[str, float | Sequence[float]],
+        averages: torch.Tensor | None,
+        device: torch.device | str = "cpu",
     ):
-        self.weights = dict(weights)
-        if "l2-avg" in self.weights and averages is None:
+        if "l2-avg" in weights and averages is None:
             raise ValueError("prior 'l2-avg' needs the class averages")
+        self.weights = {
+            name: torch.as_tensor(w, dtype=torch.float64, device=device)
+            for name, w in weights.items()
+        }
+        self.free = torch.tensor(True, device=device)
+        for w in self.weights.values():
+            self.free = self.free & (w == 0)
         self.averages = averages
         self.bn = BatchNormStats(model) if "bn" in self.weights else None
 
@@ -159,12 +186,15 @@ class PriorTerms:
         if self.bn is not None:
             self.bn.__exit__(*exc)
 
-    def add(self, total: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        w = self.weights
+    def add(self, total: torch.Tensor, x: torch.Tensor, rows) -> torch.Tensor:
+        w = {
+            name: (weight[rows] if weight.dim() else weight).to(total.dtype)
+            for name, weight in self.weights.items()
+        }
         if "tv" in w:
             total = total + w["tv"] * total_variation(x)
         if "l2-avg" in w:
-            total = total + w["l2-avg"] * ((x - self.averages) ** 2).flatten(1).mean(1)
+            total = total + w["l2-avg"] * ((x - self.averages[rows]) ** 2).flatten(1).mean(1)
         if "bn" in w:
             total = total + w["bn"] * self.bn.pop()
         return total

@@ -8,6 +8,7 @@ one result from rows of others.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,19 @@ class InversionResult:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+    def rows(self, index: slice) -> InversionResult:
+        """The rows ``index`` of this result as a result of their own (the per-class fields
+        sliced; the others, ``history`` of the whole batch among them, shared)."""
+        per_row = ("image", "start", "output", "target", "rel_error", "prob", "predicted")
+        per_row += ("start_distance", "outside", "success")
+        return dataclasses.replace(
+            self,
+            classes=self.classes[index],
+            reason=self.reason[index],
+            source=self.source[index],
+            **{name: getattr(self, name)[index] for name in per_row},
+        )
 
     @property
     def median_rel_error(self) -> float:

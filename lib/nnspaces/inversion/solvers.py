@@ -133,8 +133,8 @@ def first_order(
     each class gets exactly the gradient of its own run (raw-score targets only).
     ``loss="rel"``: the squared relative residual ``||r||^2 / ||t||^2`` (for raw scores the
     relative squared error) plus weighted priors. ``box``: project onto [0, 1] after every
-    step. Without priors a class leaves the batch once it is within ``stop_tol`` and, with
-    ``loss="rel"``, once it has stalled (:data:`STALL_DROP` over :data:`STALL_WINDOW`).
+    step. A class without prior weights leaves the batch once it is within ``stop_tol`` and,
+    with ``loss="rel"``, once it has stalled (:data:`STALL_DROP` over :data:`STALL_WINDOW`).
     """
     eq = as_equations(t)
     if loss == "mse" and not isinstance(eq, ScoreEquations):
@@ -153,17 +153,16 @@ def first_order(
         rel_sq = (r**2).sum(1) / (eq.norm(rows).to(r.dtype) ** 2).clamp_min(1e-30)
         if loss == "mse":
             return mse_matched(out, eq.t[rows]), rel_sq.detach().sqrt()
-        return priors.add(rel_sq, x), rel_sq.detach().sqrt()
+        return priors.add(rel_sq, x, rows), rel_sq.detach().sqrt()
 
     C = len(x)
     best_obj = torch.full((C,), math.inf, dtype=torch.float64, device=x.device)
     best_x = x.detach().clone()
-    # without priors the classes are independent: a class within stop_tol leaves the batch
+    # the classes are independent: one without prior weights leaves the batch within stop_tol
     # (its image frozen: Adam's momentum would otherwise keep moving it)
     active = torch.ones(C, dtype=torch.bool, device=x.device)
     history: list[tuple[int, float]] = []
     rel_all = torch.full((C,), math.inf, dtype=torch.float64, device=x.device)
-    stall = loss == "rel" and not priors.weights
     window_start = best_obj.clone()
     step = 0
     with priors:
@@ -189,13 +188,12 @@ def first_order(
                     x.clamp_(0, 1)
             if step % callback_every == 0 and _report(step, rel_all, history, bar, callback):
                 break
-            if not priors.weights:
-                active &= ~(rel_all <= stop_tol)
-                if stall and (step + 1) % STALL_WINDOW == 0:
-                    active &= ~(best_obj > (1 - STALL_DROP) * window_start)
-                    window_start = best_obj.clone()
-                if not active.any():
-                    break
+            active &= ~(priors.free & (rel_all <= stop_tol))
+            if loss == "rel" and (step + 1) % STALL_WINDOW == 0:
+                active &= ~(priors.free & (best_obj > (1 - STALL_DROP) * window_start))
+                window_start = best_obj.clone()
+            if not active.any():
+                break
         finish(bar)  # stopped early at the tolerance: done, not failed
         # the last update is not yet scored: score it and keep it where it is better
         with torch.no_grad():
