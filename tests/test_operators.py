@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from nnspaces.operators import ConvOperator, row_space_energy, spectrum, spectrum_and_energy
+from nnspaces.operators import (
+    FEW_VECTORS,
+    ConvOperator,
+    row_space_energy,
+    spectrum,
+    spectrum_and_energy,
+)
 
 
 def _conv_no_bias(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +121,44 @@ def test_row_space_energy_against_an_svd_projection():
         assert energy == pytest.approx(expected, rel=1e-10)
     # full column rank: every input is seen
     assert row_space_energy(rng.standard_normal((6, 3)), X[:, :3], 1e-9) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("shape", "lost", "full_eigh"),
+    [
+        ((300, 300), 2, False),  # A^T A, two null vectors
+        ((320, 300), 0, False),  # A^T A, full column rank
+        ((280, 400), 0, False),  # A A^T, full row rank: a plain Cholesky solve
+        ((280, 400), 3, False),  # A A^T with three small eigenvalues lifted
+        ((300, 300), FEW_VECTORS + 6, True),  # too many null vectors: a full eigh
+    ],
+)
+def test_energy_of_large_operators_without_a_full_eigendecomposition(
+    shape, lost, full_eigh, monkeypatch
+):
+    rng = np.random.default_rng(1)
+    m, n = shape
+    A = rng.standard_normal(shape)
+    if lost:  # rank min(m, n) - lost
+        r = min(m, n) - lost
+        A = rng.standard_normal((m, r)) @ rng.standard_normal((r, n))
+    _, S, Vh = np.linalg.svd(A)
+    tol = S[0] * max(shape) * float(np.finfo(np.float32).eps)
+    V, null = Vh[: int(np.sum(S > tol))], Vh[int(np.sum(S > tol)) :]
+    # inputs with a share of their energy in the null space (none where there is none)
+    X = rng.standard_normal((9, n)) + 10 * rng.standard_normal((9, len(null))) @ null
+    expected = np.sum((X @ V.T) ** 2) / np.sum(X**2)
+    calls = []
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda G: calls.append(G.shape) or eigh(G))
+    spec, energy = spectrum_and_energy(A, X)
+    assert spec.rank == len(V) == min(shape) - lost
+    np.testing.assert_allclose(
+        spec.singular_values[: len(V)], S[: len(V)], rtol=1e-9, atol=1e-10 * S[0]
+    )
+    assert energy == pytest.approx(expected, rel=1e-9)
+    assert bool(calls) == full_eigh
+    assert (expected < 0.9) == (len(null) > 0)  # where inputs can be lost, they are
 
 
 def test_bad_operators_are_refused_with_the_reason():
