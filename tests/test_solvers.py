@@ -14,10 +14,14 @@ from nnspaces.inversion.solvers import (
     HANDOFF,
     POLISH_STEPS,
     PRESETS,
+    ROOT_STALL_DROP,
+    ROOT_STALL_WINDOW,
     STALL_WINDOW,
     Preset,
+    _Stalls,
     first_order,
     jacobian,
+    levenberg_marquardt,
     mse_matched,
     newton,
     polish,
@@ -319,6 +323,37 @@ def test_newton_leaves_a_class_with_zero_jacobian_where_it_is():
     x, _, _ = run_newton(model, start, t)
     assert torch.equal(x[0], start[0])  # both ReLUs dead: no step can help
     assert torch.allclose(model(x[1:]), t[1:], atol=1e-10)
+
+
+def test_stall_rule_by_hand():
+    # class 0 falls by 2% a step, class 1 by 2% a step and then by 0.5% (0.05% per step)
+    stalls, W = _Stalls(), ROOT_STALL_WINDOW
+    flags = []
+    for step in range(3 * W):
+        slow = 0.98**W * 0.9995 ** (step - W) if step > W else 0.98**step
+        flags.append(stalls(torch.tensor([0.98**step, slow], dtype=torch.float64)).tolist())
+    assert all(not a for a, _ in flags)
+    # the slow stretch starts at step W: its first full window of W steps ends at 2 W
+    assert [b for _, b in flags].index(True) == 2 * W
+    assert ROOT_STALL_DROP == 0.01 and 1 - 0.9995**W < ROOT_STALL_DROP < 1 - 0.98**W
+
+
+@pytest.mark.parametrize("solver", ["newton", "lm"])
+def test_root_finders_stop_a_class_that_has_stalled(solver):
+    # tanh outputs stay below 1: the target 2 is out of reach, the residual creeps towards 1;
+    # the reachable class converges, and the run ends long before its step limit
+    model = frozen_net(nn.Linear(3, 1), nn.Tanh())
+    start = torch.zeros(2, 3, dtype=torch.float64)
+    t = torch.tensor([[0.5], [2.0]], dtype=torch.float64)
+    args = dict(steps=500, callback=None, callback_every=1, progress=False, stop_tol=1e-10)
+    if solver == "newton":
+        x, steps, _ = newton(model, start, t, **args)
+    else:
+        x, steps, _ = levenberg_marquardt(model, start, t, box=False, **args)
+    assert steps < 100
+    with torch.no_grad():
+        out = model(x)
+    assert abs(out[0, 0] - 0.5) < 1e-9 and 0.99 < out[1, 0] <= 1.0
 
 
 def test_newton_evaluates_only_the_classes_still_open():
