@@ -305,8 +305,8 @@ def test_invert_runs_matches_each_run_alone(data):
         assert torch.allclose(r.image, alone.image, atol=1e-5)
         assert np.allclose(r.rel_error, alone.rel_error, rtol=1e-4)
         assert torch.equal(r.target, alone.target)
-    # bn reads the network as it is, tv and l2-avg its specialised copy, and the run without
-    # priors stops at the tolerance and is polished: three batches
+    # tv and l2-avg share a batch; bn, whose statistics cost per row, has its own, and the
+    # run without priors, which stops at the tolerance and is polished, its own
     assert [batched[k].settings["batch"]["runs"] for k in runs] == [1, 2, 1, 2]
     share = batched["tv"].settings["batch"]["seconds"] / 2
     assert batched["tv"].seconds == batched["l2"].seconds == pytest.approx(share)

@@ -133,6 +133,26 @@ def test_batchnorm_statistics_hand_values():
         BatchNormStats(plain_model())
 
 
+def test_batchnorm_statistics_through_a_folded_copy():
+    from nnspaces.specialise import specialise
+
+    model = bn_model()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.5, -2.0]))
+        model[1].bias.copy_(torch.tensor([0.3, -1.0]))
+    fast = specialise(model, (1, 2, 2))
+    assert fast.folded == ["1"] and list(fast.bn_of) == ["0"]
+    x = torch.tensor([[[[0.0, 2.0], [4.0, 6.0]]], [[[1.0, -1.0], [0.5, 3.0]]]])
+    with BatchNormStats(model) as plain, BatchNormStats(fast.model, fast.bn_of) as folded:
+        model(x)
+        fast.model(x)
+        assert torch.allclose(folded.pop(), plain.pop(), rtol=1e-5)
+    with torch.no_grad():
+        model[1].weight[1] = 0.0  # this channel's input cannot be read back
+    with pytest.raises(ValueError, match="0: the BatchNorm folded into it has a zero scale"):
+        BatchNormStats(fast.model, {"0": model[1]})
+
+
 def test_batchnorm_skips_one_pixel_inputs():
     model = bn_model()
     with BatchNormStats(model) as stats:

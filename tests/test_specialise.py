@@ -144,7 +144,7 @@ def test_cache_follows_the_weights():
     assert sp.specialised(model, (1, 14, 56)) is not b  # the shape is part of the key
 
 
-def test_invert_runs_the_specialised_copy_except_for_the_batchnorm_prior():
+def test_invert_runs_the_specialised_copy_with_the_batchnorm_prior_too():
     from nnspaces.inversion import invert
 
     model = _resnet_with_statistics()
@@ -153,6 +153,16 @@ def test_invert_runs_the_specialised_copy_except_for_the_batchnorm_prior():
     common = dict(method="descent", start=x0, classes=[0, 1], steps=3, progress=False)
     r = invert(model, t, **common)
     assert r.settings["specialised"].startswith("20 BatchNorm layers folded")
-    r_bn = invert(model, t, priors={"bn": 0.1}, **common)
-    assert "specialised" not in r_bn.settings  # the prior hooks the BatchNorm layers
     assert "specialised" not in invert(model, t, specialise=False, **common).settings
+    # the bn prior reads each folded BatchNorm's input statistics from its convolution's
+    # output: the same images as on the network as it is, where it hooks the BatchNorm layers
+    bn = dict(common, priors={"bn": 0.5}, lr=0.05, steps=20)
+    fast, plain = invert(model, t, **bn), invert(model, t, specialise=False, **bn)
+    assert fast.settings["specialised"].startswith("20 BatchNorm layers folded")
+    assert torch.allclose(fast.image, plain.image, atol=1e-4)
+    no_prior = invert(model, t, **dict(bn, priors=None))
+    assert (fast.image - no_prior.image).abs().max() > 1e-2  # the prior moved the images
+    # a BatchNorm with a zero scale cannot be undone: the network runs as it is
+    with torch.no_grad():
+        model.layer1[0].bn1.weight[3] = 0.0
+    assert "specialised" not in invert(model, t, **bn).settings

@@ -38,6 +38,8 @@ class Specialised:
     model: nn.Module
     input_shape: tuple[int, ...]
     folded: list[str] = field(default_factory=list)  # BatchNorm layers folded away
+    # each folded BatchNorm (the original module) by the convolution it was folded into
+    bn_of: dict[str, nn.BatchNorm2d] = field(default_factory=dict)
     trimmed: dict[str, tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=dict)
     reason: str = ""
 
@@ -141,6 +143,7 @@ def specialise(
             bn_node.replace_all_uses_with(node)
             gm.graph.erase_node(bn_node)
             result.folded.append(bn_node.target)
+            result.bn_of[node.target] = bn
     if not result.folded and not result.trimmed:
         return Specialised(model, input_shape, reason="nothing to fold or trim")
     gm.graph.lint()

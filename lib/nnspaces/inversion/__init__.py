@@ -128,8 +128,9 @@ class InvertOptions:
     callbacks. Iterative solvers stop once every class is within half of ``tol``, except
     ``newton`` in float64 (SELU stacks), which goes on to 1e-12 to show its quadratic
     convergence. ``specialise``: the solvers run the network's equivalent copy for this input
-    size (:mod:`nnspaces.specialise`; not with the ``bn`` prior, which reads the BatchNorm
-    layers); False runs the network as it is. ``polish``: ``descent`` and ``box`` without
+    size (:mod:`nnspaces.specialise`; the ``bn`` prior reads the statistics of a folded
+    BatchNorm's input from the convolution it was folded into); False runs the network as it
+    is. ``polish``: ``descent`` and ``box`` without
     priors hand the classes Adam brought within 1e-2 to Levenberg-Marquardt
     (:func:`~nnspaces.inversion.solvers.polish`); False keeps Adam to the end.
     """
@@ -343,10 +344,13 @@ def invert(
     root = m.solver in ("newton", "lm")
     dtype = torch.float64 if (root and is_selu_stack(model)) else torch.float32
     work = model_as(model, dtype, device)
-    if opts.specialise and "bn" not in priors:  # the bn prior reads the BatchNorm layers
+    folded = None
+    if opts.specialise:
         fast = specialised(work, tuple(x0.shape[1:]))
-        work = fast.model
-        settings["specialised"] = fast.summary()
+        # the bn prior needs every folded BatchNorm's scale to undo it (none is zero)
+        if "bn" not in priors or all((bn.weight != 0).all() for bn in fast.bn_of.values()):
+            work, folded = fast.model, fast.bn_of
+            settings["specialised"] = fast.summary()
     xs, tt = x0.to(device, dtype), t.to(device, dtype)
     if by_log_odds:  # one equation per class on its log-odds, instead of the K raw scores
         tt = LogOddsEquations(classes, log_odds_goal(opts.level), device=device)
@@ -378,6 +382,7 @@ def invert(
                 priors,
                 averages.to(device, dtype) if averages is not None else None,
                 device=device,
+                folded=folded,
             )
             handoff = m.polish and opts.polish and not priors
             x, done, hist = first_order(

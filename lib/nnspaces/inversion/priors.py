@@ -109,10 +109,22 @@ class BatchNormStats:
     """The ``bn`` prior's bookkeeping: while entered, every forward pass records, per image,
     ``||mu - running_mean|| + ||var - running_var||`` of each BatchNorm2d input (channel
     statistics over spatial positions); :meth:`pop` sums them over layers. Layers whose
-    input is 1x1 (no spatial statistics) are skipped."""
+    input is 1x1 (no spatial statistics) are skipped.
 
-    def __init__(self, model: nn.Module):
-        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    ``folded`` (``{convolution name: BatchNorm2d}``, what
+    :attr:`nnspaces.specialise.Specialised.bn_of` records): BatchNorm layers folded into the
+    convolution before them in ``model``, a specialised copy. Such a convolution outputs
+    ``y = s (z - mean) + beta`` for the BatchNorm input ``z`` (``s = gamma / sqrt(var +
+    eps)``, which must not be zero), so ``z``'s channel mean is ``(mu_y - beta) / s + mean``
+    and its variance ``var_y / s^2``: the same terms from the faster copy."""
+
+    def __init__(self, model: nn.Module, folded: Mapping[str, nn.BatchNorm2d] | None = None):
+        self.layers = [(m, None) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        for name, bn in (folded or {}).items():
+            s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+            if (s == 0).any():
+                raise ValueError(f"{name}: the BatchNorm folded into it has a zero scale")
+            self.layers.append((model.get_submodule(name), (bn, s)))
         if not self.layers:
             raise ValueError(
                 f"prior 'bn' needs BatchNorm2d layers (resnet18); {type(model).__name__} has none"
@@ -120,19 +132,26 @@ class BatchNormStats:
         self.terms: list[torch.Tensor] = []
         self.handles: list = []
 
-    def _hook(self, mod: nn.BatchNorm2d, inp: tuple, out: torch.Tensor) -> None:
-        a = inp[0]
+    def _term(self, a: torch.Tensor, bn: nn.BatchNorm2d, scale: torch.Tensor | None) -> None:
         if a.shape[2] * a.shape[3] < 2:
             return
         mu = a.mean((2, 3))
         var = a.var((2, 3), unbiased=False)
+        if scale is not None:  # a is the BatchNorm's output: back to its input's statistics
+            mu, var = (mu - bn.bias) / scale + bn.running_mean, var / scale**2
         self.terms.append(
-            torch.linalg.vector_norm(mu - mod.running_mean, dim=1)
-            + torch.linalg.vector_norm(var - mod.running_var, dim=1)
+            torch.linalg.vector_norm(mu - bn.running_mean, dim=1)
+            + torch.linalg.vector_norm(var - bn.running_var, dim=1)
         )
 
     def __enter__(self) -> BatchNormStats:
-        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
+        def hook(folded):
+            if folded is None:
+                return lambda mod, inp, out: self._term(inp[0], mod, None)
+            # a copy: the activation after it may work in place (ResNet's ReLU does)
+            return lambda mod, inp, out: self._term(out.clone(), *folded)
+
+        self.handles = [m.register_forward_hook(hook(f)) for m, f in self.layers]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -155,7 +174,7 @@ class PriorTerms:
     reads what that pass recorded). A weight is a number or one weight per row of the batch
     (:func:`check_priors`); ``free`` marks the rows without any prior weight (a ``(C,)`` mask
     with per-row weights, else one boolean). ``averages`` ``(C, *shape)``: the class averages
-    ``l2-avg`` compares with.
+    ``l2-avg`` compares with; ``folded``: see :class:`BatchNormStats`.
     """
 
     def __init__(
@@ -164,6 +183,7 @@ class PriorTerms:
         weights: Mapping[str, float | Sequence[float]],
         averages: torch.Tensor | None,
         device: torch.device | str = "cpu",
+        folded: Mapping[str, nn.BatchNorm2d] | None = None,
     ):
         if "l2-avg" in weights and averages is None:
             raise ValueError("prior 'l2-avg' needs the class averages")
@@ -175,7 +195,7 @@ class PriorTerms:
         for w in self.weights.values():
             self.free = self.free & (w == 0)
         self.averages = averages
-        self.bn = BatchNormStats(model) if "bn" in self.weights else None
+        self.bn = BatchNormStats(model, folded) if "bn" in self.weights else None
 
     def __enter__(self) -> PriorTerms:
         if self.bn is not None:

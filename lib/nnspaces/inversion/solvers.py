@@ -332,7 +332,8 @@ def levenberg_marquardt(
     diagonal of ``J J^T``. With ``box`` the images stay in [0, 1]: pixels at a bound whose
     descent direction ``J^T r`` points outward are held (their Jacobian columns zeroed) and
     every trial is clipped to the box. A class stops once its relative error is <=
-    ``stop_tol`` or it has stalled (as in :func:`newton`); ``only`` (a ``(C,)`` mask) leaves the other classes where they are.
+    ``stop_tol`` or it has stalled (as in :func:`newton`); ``only`` (a ``(C,)`` mask) leaves
+    the other classes where they are.
     """
     x = (start.clamp(0, 1) if box else start).detach().clone()
     eq = as_equations(t)
