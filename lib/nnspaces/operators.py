@@ -256,11 +256,11 @@ FEW_VECTORS = 64
 def _small_eigenvectors(G: np.ndarray, shape: tuple[int, int], eps: float):
     """All eigenvalues (ascending) of the Gram matrix ``G`` of a ``shape`` matrix and the
     eigenvectors of those whose square roots are under the rank tolerance (``None`` when
-    there are more than :data:`FEW_VECTORS`). One reduction to
-    tridiagonal form (LAPACK ``dsytrd``, ``G = Q T Q^T``) gives both: the eigenvalues of ``T``,
-    a few eigenvectors of ``T``, and ``Q`` applied to those by its Householder reflectors. A
-    full eigendecomposition builds all ``n`` eigenvectors: on 1 core 4.0 s for a 3136 x 3136
-    Gram matrix, against 2.3 s this way."""
+    there are more than :data:`FEW_VECTORS`). One reduction to tridiagonal form (LAPACK
+    ``dsytrd``, ``G = Q T Q^T``) gives both: the eigenvalues of ``T``, a few eigenvectors of
+    ``T``, and ``Q`` applied to those by its Householder reflectors. A full eigendecomposition
+    builds all ``n`` eigenvectors: on 1 core 4.0 s for a 3136 x 3136 Gram matrix, against 2.3 s
+    this way."""
     from scipy.linalg import eigh_tridiagonal, lapack
 
     n = len(G)

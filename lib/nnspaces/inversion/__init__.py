@@ -130,9 +130,9 @@ class InvertOptions:
     convergence. ``specialise``: the solvers run the network's equivalent copy for this input
     size (:mod:`nnspaces.specialise`; the ``bn`` prior reads the statistics of a folded
     BatchNorm's input from the convolution it was folded into); False runs the network as it
-    is. ``polish``: ``descent`` and ``box`` without
-    priors hand the classes Adam brought within 1e-2 to Levenberg-Marquardt
-    (:func:`~nnspaces.inversion.solvers.polish`); False keeps Adam to the end.
+    is. ``polish``: ``descent`` and ``box`` without priors hand the classes Adam brought
+    within 1e-2 to Levenberg-Marquardt (:func:`~nnspaces.inversion.solvers.polish`); False
+    keeps Adam to the end.
     """
 
     preset: str | None = None
@@ -218,10 +218,10 @@ def invert(
     :class:`~nnspaces.data.Dataset` (training split used) or ``(x, y)``. ``priors``:
     ``{name: weight}`` from :data:`PRIORS`, for methods that take them; a weight may be a
     sequence of one weight per class row (several runs in one batch:
-    :func:`nnspaces.comparison.invert_runs`). ``network`` labels
-    the result (default :func:`nnspaces.models.network_name`). ``callback(step,
-    median_rel_error)`` runs during iterative methods; returning False stops them.
-    ``options`` (or keyword ``overrides`` such as ``steps=100``): :class:`InvertOptions`.
+    :func:`nnspaces.comparison.invert_runs`). ``network`` labels the result (default
+    :func:`nnspaces.models.network_name`). ``callback(step, median_rel_error)`` runs during
+    iterative methods; returning False stops them. ``options`` (or keyword ``overrides`` such
+    as ``steps=100``): :class:`InvertOptions`.
 
     Works in float64 for ``exact`` and for ``newton`` on SELU stacks, else in float32, on
     ``device``; returns an :class:`InversionResult` (on the CPU).
