@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from nnspaces import paper
-from nnspaces.comparison import NaturalPreimages
 from nnspaces.config import RunConfig
 from nnspaces.inversion import InversionResult, evaluate_images
 from nnspaces.metrics import (
@@ -27,6 +26,7 @@ from nnspaces.metrics import (
     key_numbers,
     recognition_table,
 )
+from nnspaces.natural import NaturalPreimages
 
 torch.manual_seed(0)
 MODEL = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))

@@ -20,9 +20,9 @@ from helpers import PNG, formulas_notebook
 from torch import nn
 
 from nnspaces import paper
-from nnspaces.comparison import NaturalPreimages
 from nnspaces.inversion import InversionResult, evaluate_images
 from nnspaces.metrics import Fig1Metrics, Fig3Metrics, Lesson5Metrics, key_numbers
+from nnspaces.natural import NaturalPreimages
 from nnspaces.report import CAPTIONS, MATHJAX_DIR, write_report
 
 # what RunContext.save_metrics writes beside each figure's metrics

@@ -14,7 +14,7 @@ The front door, ``import nnspaces as ns``::
 
 Everything else lives in its submodule, in the direction data flows: ``data`` ->
 ``models`` / ``training`` -> ``spaces`` / ``residuals`` -> ``exact`` -> ``inversion`` ->
-``comparison`` -> ``metrics`` / ``plots`` / ``widgets`` -> ``report`` / ``run``.
+``comparison`` -> ``natural`` -> ``metrics`` / ``plots`` / ``widgets`` -> ``report`` / ``run``.
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ class Lesson4Metrics:
 @dataclass
 class Lesson5Metrics:
     """Lesson 5 (priors and natural pre-images): per network the natural pre-images
-    (``natural[net]``, a :class:`~nnspaces.comparison.NaturalPreimages`), and the prior
+    (``natural[net]``, a :class:`~nnspaces.natural.NaturalPreimages`), and the prior
     effects on ``priors_network`` (``priors[label]`` a result, ``priors_recognised[label]``
     how many of its digits every other network recognises)."""
 

@@ -218,7 +218,7 @@ def invert(
     :class:`~nnspaces.data.Dataset` (training split used) or ``(x, y)``. ``priors``:
     ``{name: weight}`` from :data:`PRIORS`, for methods that take them; a weight may be a
     sequence of one weight per class row (several runs in one batch:
-    :func:`nnspaces.comparison.invert_runs`). ``network`` labels the result (default
+    :func:`nnspaces.natural.invert_runs`). ``network`` labels the result (default
     :func:`nnspaces.models.network_name`). ``callback(step, median_rel_error)`` runs during
     iterative methods; returning False stops them. ``options`` (or keyword ``overrides`` such
     as ``steps=100``): :class:`InvertOptions`.
