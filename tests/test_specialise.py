@@ -92,6 +92,31 @@ class Untraceable(nn.Module):
         return -self.lin(x)
 
 
+def test_batchnorm_without_affine_parameters_folds_too():
+    from nnspaces.inversion import invert
+
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4, affine=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 3),
+    ).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    fast = sp.specialise(model, (1, 5, 5))
+    assert fast.folded == ["1"]
+    x = torch.rand(6, 1, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(fast.model(x), model(x), atol=1e-6)
+    kw = dict(method="descent", start=x[:3], priors={"bn": 0.5}, steps=15, progress=False)
+    t = torch.randn(3, 3)
+    a, b = invert(model, t, **kw), invert(model, t, specialise=False, **kw)
+    assert a.settings["specialised"].startswith("1 BatchNorm layers folded")
+    assert torch.allclose(a.image, b.image, atol=1e-5)
+
+
 def test_untraceable_model_is_used_as_it_is_and_says_why():
     model = Untraceable()
     s = sp.specialise(model, (4,))

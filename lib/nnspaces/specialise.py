@@ -61,14 +61,22 @@ def _trim_range(k: int, stride: int, padding: int, size: int) -> tuple[int, int]
     return used[0], used[-1]
 
 
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BatchNorm as ``s * (z - running_mean) + beta``: its scale ``s = gamma /
+    sqrt(running_var + eps)`` and shift ``beta`` (1 and 0 without affine parameters)."""
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    return gamma / torch.sqrt(bn.running_var + bn.eps), beta
+
+
 def _rewrite_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, in_hw: tuple[int, int]):
     """A plain Conv2d equal to ``bn(conv(x))`` on inputs of spatial size ``in_hw``, and the
     kernel size before and after trimming (None when it was not trimmed)."""
     w = conv.weight.detach()
     b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(w[:, 0, 0, 0])
     if bn is not None:
-        s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-        w, b = w * s.view(-1, 1, 1, 1), (b - bn.running_mean) * s + bn.bias.detach()
+        s, beta = bn_affine(bn)
+        w, b = w * s.view(-1, 1, 1, 1), (b - bn.running_mean) * s + beta
     stride, padding, trim = conv.stride, conv.padding, None
     simple = (
         conv.dilation == (1, 1) and conv.padding_mode == "zeros" and not isinstance(padding, str)

@@ -25,7 +25,7 @@ from torch import nn
 from ..data import Dataset
 from ..exact import HIDDEN, exact_images, selu_inverter
 from ..models import frozen, full_float32, is_selu_stack, model_as, n_outputs_of, network_name
-from ..specialise import specialised
+from ..specialise import bn_affine, specialised
 from ..training import predict
 from .equations import RESIDUALS, LogOddsEquations, log_odds, log_odds_goal
 from .methods import (
@@ -348,7 +348,7 @@ def invert(
     if opts.specialise:
         fast = specialised(work, tuple(x0.shape[1:]))
         # the bn prior needs every folded BatchNorm's scale to undo it (none is zero)
-        if "bn" not in priors or all((bn.weight != 0).all() for bn in fast.bn_of.values()):
+        if "bn" not in priors or all((bn_affine(bn)[0] != 0).all() for bn in fast.bn_of.values()):
             work, folded = fast.model, fast.bn_of
             settings["specialised"] = fast.summary()
     xs, tt = x0.to(device, dtype), t.to(device, dtype)

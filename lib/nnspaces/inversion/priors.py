@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..specialise import bn_affine
 from .targets import check_name
 
 
@@ -121,10 +122,10 @@ class BatchNormStats:
     def __init__(self, model: nn.Module, folded: Mapping[str, nn.BatchNorm2d] | None = None):
         self.layers = [(m, None) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
         for name, bn in (folded or {}).items():
-            s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+            s, beta = bn_affine(bn)
             if (s == 0).any():
                 raise ValueError(f"{name}: the BatchNorm folded into it has a zero scale")
-            self.layers.append((model.get_submodule(name), (bn, s)))
+            self.layers.append((model.get_submodule(name), (bn, s, beta)))
         if not self.layers:
             raise ValueError(
                 f"prior 'bn' needs BatchNorm2d layers (resnet18); {type(model).__name__} has none"
@@ -132,13 +133,13 @@ class BatchNormStats:
         self.terms: list[torch.Tensor] = []
         self.handles: list = []
 
-    def _term(self, a: torch.Tensor, bn: nn.BatchNorm2d, scale: torch.Tensor | None) -> None:
+    def _term(self, a: torch.Tensor, bn: nn.BatchNorm2d, scale=None, shift=None) -> None:
         if a.shape[2] * a.shape[3] < 2:
             return
         mu = a.mean((2, 3))
         var = a.var((2, 3), unbiased=False)
         if scale is not None:  # a is the BatchNorm's output: back to its input's statistics
-            mu, var = (mu - bn.bias) / scale + bn.running_mean, var / scale**2
+            mu, var = (mu - shift) / scale + bn.running_mean, var / scale**2
         self.terms.append(
             torch.linalg.vector_norm(mu - bn.running_mean, dim=1)
             + torch.linalg.vector_norm(var - bn.running_var, dim=1)
@@ -147,7 +148,7 @@ class BatchNormStats:
     def __enter__(self) -> BatchNormStats:
         def hook(folded):
             if folded is None:
-                return lambda mod, inp, out: self._term(inp[0], mod, None)
+                return lambda mod, inp, out: self._term(inp[0], mod)
             # a copy: the activation after it may work in place (ResNet's ReLU does)
             return lambda mod, inp, out: self._term(out.clone(), *folded)
 
