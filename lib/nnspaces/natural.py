@@ -5,7 +5,7 @@ Here a prior (:mod:`nnspaces.inversion.priors`) pulls the images toward natural 
 other networks judge them (:func:`nnspaces.comparison.cross_check`): :func:`prior_frontier`
 sweeps one prior's weight (the trade-off between reaching the target and being recognised),
 :func:`natural_preimages` picks the point on it that lesson 5 shows, and
-:func:`prior_effects` shows each prior alone. Each of them runs its inversions in one batch
+:func:`prior_effects` shows each prior alone. Both batch their inversions
 (:func:`invert_runs`).
 """
 
