@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nnspaces import progress
-from nnspaces.inversion import solvers
+from nnspaces.inversion import roots
 from nnspaces.progress import BATCH_ENV, batch_run, finish, in_batch, show_progress
 
 
@@ -76,13 +76,13 @@ def test_a_solver_that_reaches_its_tolerance_finishes_its_bar(monkeypatch):
         bars.append(progress.progress_bar(*args, **kwargs))
         return bars[-1]
 
-    monkeypatch.setattr(solvers, "progress_bar", recording_bar)
+    monkeypatch.setattr(roots, "progress_bar", recording_bar)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 2)).double().eval()
     x0 = torch.rand(2, 4, dtype=torch.float64)
     with torch.no_grad():
         t = model(x0)  # reached at the start
-    _, steps, _ = solvers.newton(
+    _, steps, _ = roots.newton(
         model, x0, t, steps=50, callback=None, callback_every=1, progress=True, stop_tol=1e-12
     )
     assert steps == 1 and (bars[-1].n, bars[-1].total) == (1, 1)

@@ -4,8 +4,8 @@
 
 :func:`invert` is a thin dispatcher: it looks the method up in :data:`METHODS` (the paper's
 composite names are aliases), makes the targets and the start image (:mod:`.targets`), runs
-the method's solver (:mod:`.solvers`, or :mod:`nnspaces.exact` for ``exact``) with its
-priors (:mod:`.priors`), and measures the images it found (:mod:`.results`).
+the method's solver (:mod:`.solvers`, :mod:`.roots`, or :mod:`nnspaces.exact` for ``exact``)
+with its priors (:mod:`.priors`), and measures the images it found (:mod:`.results`).
 
 Image shapes are ``(C, *input_shape)`` (``(C, 1, 28, 28)`` for the paper's networks), outputs
 and targets ``(C, K)`` with ``K`` the number of outputs. Results live on the CPU.
@@ -42,16 +42,8 @@ from .methods import (
 )
 from .priors import PRIORS, PriorTerms, check_priors
 from .results import InversionResult, combine_best, evaluate_images, take_rows
-from .solvers import (
-    HANDOFF,
-    PRESETS,
-    Callback,
-    Preset,
-    first_order,
-    levenberg_marquardt,
-    newton,
-    polish,
-)
+from .roots import HANDOFF, levenberg_marquardt, newton, polish
+from .solvers import PRESETS, Callback, Preset, first_order
 from .targets import (
     PROB_LEVEL,
     PROB_MARGIN,
@@ -131,7 +123,7 @@ class InvertOptions:
     size (:mod:`nnspaces.specialise`; the ``bn`` prior reads the statistics of a folded
     BatchNorm's input from the convolution it was folded into); False runs the network as it
     is. ``polish``: ``descent`` and ``box`` without priors hand the classes Adam brought
-    within 1e-2 to Levenberg-Marquardt (:func:`~nnspaces.inversion.solvers.polish`); False
+    within 1e-2 to Levenberg-Marquardt (:func:`~nnspaces.inversion.roots.polish`); False
     keeps Adam to the end.
     """
 

@@ -48,7 +48,7 @@ class Method:
     the caller gives one; ``fixed_start``: an alias that names its start, which the caller
     may not change. ``preset``: key of ``PRESETS`` for iterative methods, else None.
     ``polish``: without priors, Levenberg-Marquardt finishes the classes the first-order
-    solver brought within :data:`~nnspaces.inversion.solvers.HANDOFF`.
+    solver brought within :data:`~nnspaces.inversion.roots.HANDOFF`.
     ``requires(model)`` raises a ValueError saying why the method does not apply.
     """
 
