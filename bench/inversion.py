@@ -35,7 +35,6 @@ from nnspaces.inversion import (
     invert,
     make_targets,
     method_names,
-    score_stats,
 )
 from nnspaces.models import networks
 
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(head))
     for network in args.networks:
         model = ctx.trained(network, progress=False).model.to(device)
-        stats = score_stats(model, ctx.data.x_train, ctx.data.y_train, device=device)
+        stats = ctx.score_stats(network)
         by_prob = args.targets == "probability"
         targets = "probability" if by_prob else make_targets(stats, "min-max")
         start = "avg-all" if by_prob else None

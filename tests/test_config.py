@@ -19,6 +19,7 @@ from nnspaces.config import (
     check_folder_name,
     setup_run,
 )
+from nnspaces.inversion import score_stats
 from nnspaces.metrics import Fig1Metrics
 from nnspaces.models import build_model
 from nnspaces.run import NOTEBOOK_DIR, main
@@ -406,9 +407,15 @@ def test_context_trains_with_the_runs_epochs_and_seed(ctx, tmp_path, monkeypatch
     model = build_model("fcnn1")
     model.load_state_dict(state)
     assert torch.equal(model[1].weight, net.model[1].weight.cpu())
-    # the second time: from the cache, the same network
-    again = ctx.trained("fcnn1", progress=False)
+    # loaded once per context; a new context finds it in the cache, the same network
+    assert ctx.trained("fcnn1", progress=False) is net
+    again = ctx.config.context().trained("fcnn1", progress=False)
     assert again.from_cache and torch.equal(again.model[1].weight, net.model[1].weight)
+    # its outputs on the training images, kept in the checkpoint: the score statistics
+    expected = score_stats(net.model, ctx.data.x_train, ctx.data.y_train)
+    for stats in (ctx.score_stats("fcnn1"), ctx.config.context().score_stats("fcnn1")):
+        assert torch.equal(stats.outputs, expected.outputs)
+        assert torch.equal(stats.labels, ctx.data.y_train)
     with pytest.raises(ValueError, match="unknown network 'vgg'"):
         ctx.trained("vgg")
 

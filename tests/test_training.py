@@ -277,6 +277,31 @@ def test_corrupt_checkpoint_is_retrained(small, tmp_path, damage):
     assert get_trained(cfg, small, cache_dir=tmp_path, progress=False).from_cache
 
 
+@pytest.mark.parametrize("old", ["missing", "wrong-rows", "not-finite"])
+def test_checkpoints_keep_the_training_outputs_and_old_ones_get_them(small, tmp_path, old):
+    cfg = TrainConfig("fcnn1", epochs=1)
+    first = get_trained(cfg, small, cache_dir=tmp_path, progress=False)
+    expected = predict(first.model, small.x_train)  # the training images, not the test ones
+    assert torch.equal(first.train_outputs, expected)
+    path = first.checkpoint
+    ckpt = torch.load(path, weights_only=True)
+    assert torch.equal(ckpt["train_outputs"], expected)
+    if old == "missing":  # a checkpoint saved before they were kept
+        del ckpt["train_outputs"]
+    elif old == "wrong-rows":
+        ckpt["train_outputs"] = expected[:-1]
+    else:
+        ckpt["train_outputs"] = expected.clone().fill_(float("nan"))
+    torch.save(ckpt, path)
+    again = get_trained(cfg, small, cache_dir=tmp_path, progress=False)
+    assert again.from_cache  # the weights are kept: not retrained
+    assert torch.equal(again.model[1].weight, first.model[1].weight)
+    assert torch.equal(again.train_outputs, expected)
+    rewritten = torch.load(path, weights_only=True)
+    assert torch.equal(rewritten["train_outputs"], expected) and rewritten["key"] == ckpt["key"]
+    assert torch.equal(rewritten["state_dict"]["1.weight"], ckpt["state_dict"]["1.weight"])
+
+
 def test_default_cache_folder(small, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "DEFAULT_CACHE", tmp_path / "cache")
     net = get_trained(TrainConfig("fcnn1", epochs=1), small, progress=False)

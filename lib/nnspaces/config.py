@@ -24,6 +24,7 @@ import torch
 
 from .data import DATASETS, Dataset, load_dataset
 from .files import write_json
+from .inversion import ScoreStats
 from .models import check_network
 from .training import TrainConfig, TrainedNetwork, get_trained, save_checkpoint
 
@@ -201,6 +202,7 @@ class RunContext:
         self.device = torch.device(config.device)
         self.seed = config.seed
         self._data: Dataset | None = None
+        self._nets: dict[str, TrainedNetwork] = {}
 
     def __repr__(self) -> str:
         return f"RunContext({self.config!r})"
@@ -216,14 +218,21 @@ class RunContext:
     def trained(self, network: str, *, progress: bool | None = None) -> TrainedNetwork:
         """``network`` trained with its recipe (:meth:`TrainConfig.for_network`) and this
         run's epochs and seed (cached), its plain state_dict also saved as
-        ``<out_dir>/models/<network>.pt``."""
+        ``<out_dir>/models/<network>.pt``; loaded once per context."""
         check_network(network)
-        epochs = self.config.epochs_for(network)
-        train = TrainConfig.for_network(network, epochs=epochs, seed=self.seed)
-        net = get_trained(train, self.data, device=self.device, progress=progress)
-        state = {k: v.cpu() for k, v in net.model.state_dict().items()}
-        save_checkpoint(state, self.out_dir / "models" / f"{network}.pt")
-        return net
+        if network not in self._nets:
+            epochs = self.config.epochs_for(network)
+            train = TrainConfig.for_network(network, epochs=epochs, seed=self.seed)
+            net = get_trained(train, self.data, device=self.device, progress=progress)
+            state = {k: v.cpu() for k, v in net.model.state_dict().items()}
+            save_checkpoint(state, self.out_dir / "models" / f"{network}.pt")
+            self._nets[network] = net
+        return self._nets[network]
+
+    def score_stats(self, network: str) -> ScoreStats:
+        """``network``'s raw outputs on this run's training images with their labels (what
+        :func:`nnspaces.inversion.score_stats` computes; here read from its checkpoint)."""
+        return ScoreStats(self.trained(network).train_outputs.double(), self.data.y_train)
 
     def figure_path(self, name: str) -> Path:
         """``<out_dir>/figures/<name>.png``."""

@@ -99,13 +99,16 @@ class TrainConfig:
 
 @dataclass
 class TrainedNetwork:
-    """A trained network (in eval mode) with its configuration and test accuracy."""
+    """A trained network (in eval mode) with its configuration, its test accuracy and its
+    raw outputs ``(N, K)`` on the training images (the score statistics inverse targets are
+    made from: :meth:`nnspaces.config.RunContext.score_stats`), kept in its checkpoint."""
 
     model: nn.Module
     config: TrainConfig
     test_accuracy: float
     from_cache: bool
     checkpoint: Path | None
+    train_outputs: torch.Tensor = dataclasses.field(repr=False, default=None)
 
     def __repr__(self) -> str:
         src = "cache" if self.from_cache else "trained"
@@ -270,12 +273,20 @@ def _load_or_train(config, data, key, path, device, progress) -> TrainedNetwork:
                 raise ValueError(f"key {ckpt.get('key')!r} does not match {key!r}")
             model.load_state_dict(ckpt["state_dict"], strict=True)
             model.to(device).eval()
-            return TrainedNetwork(model, config, float(ckpt["test_accuracy"]), True, path)
         except Exception as e:  # any unreadable or mismatched file: retrain, never half-use
             warnings.warn(f"checkpoint {path} is unusable ({e}); retraining", stacklevel=2)
             model = build_model(config.network, seed=config.seed)
+        else:
+            outputs = ckpt.get("train_outputs")
+            if not _outputs_fit(outputs, data, model):
+                # a checkpoint from before they were kept: add them (same weights, same key)
+                ckpt["train_outputs"] = outputs = predict(model, data.x_train, device=device)
+                save_checkpoint(ckpt, path)
+            acc = float(ckpt["test_accuracy"])
+            return TrainedNetwork(model, config, acc, True, path, outputs)
     train(model, data, config, device=device, progress=progress)
     acc = evaluate(model, data.x_test, data.y_test, device=device)
+    outputs = predict(model, data.x_train, device=device)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(
         {
@@ -283,10 +294,20 @@ def _load_or_train(config, data, key, path, device, progress) -> TrainedNetwork:
             "config": dataclasses.asdict(config),
             "state_dict": state,
             "test_accuracy": acc,
+            "train_outputs": outputs,
         },
         path,
     )
-    return TrainedNetwork(model, config, acc, False, path)
+    return TrainedNetwork(model, config, acc, False, path, outputs)
+
+
+def _outputs_fit(outputs: object, data: Dataset, model: nn.Module) -> bool:
+    """Whether a checkpoint's ``train_outputs`` are one finite row per training image."""
+    return (
+        isinstance(outputs, torch.Tensor)
+        and outputs.shape == (len(data.x_train), n_outputs_of(model))
+        and bool(torch.isfinite(outputs).all())
+    )
 
 
 def save_checkpoint(obj: object, path: str | Path) -> Path:
