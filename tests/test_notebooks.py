@@ -86,6 +86,20 @@ def test_batch_run_notebooks_hold_no_stderr_warnings_or_progress_bars(smoke_run)
     assert not noise, "batch-executed notebooks hold:\n" + "\n".join(noise)
 
 
+def test_every_saved_figure_is_shown_in_its_notebook(smoke_run):
+    """A cell that saves a figure shows it, once per figure (not only a notebook's first
+    figure, and not drawn twice)."""
+    out, _ = smoke_run
+    wrong = []
+    for path in sorted((out / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            outputs = cell.get("outputs", [])
+            images = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+            if "save_figure(" in cell.source and (not images or len(set(images)) < len(images)):
+                wrong.append(f"{path.stem} cell {i}: {len(images)} images")
+    assert not wrong
+
+
 def test_batch_noise_names_the_notebook_cell_and_output(tmp_path):
     cell = nbformat.v4.new_code_cell("x", id="c1")
     cell.outputs = [

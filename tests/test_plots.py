@@ -253,6 +253,23 @@ def test_style_is_a_context():
     assert matplotlib.rcParams["figure.dpi"] == before
 
 
+def test_style_keeps_the_interactive_mode_set_inside_it():
+    """In a notebook pyplot turns interactive mode on at its first figure, which is drawn
+    inside the style: undoing that would keep every later figure from being shown."""
+    was = matplotlib.is_interactive()
+    try:
+        matplotlib.interactive(False)
+        with plots.style():
+            matplotlib.interactive(True)
+        assert matplotlib.is_interactive()
+        with pytest.raises(RuntimeError, match="inside"), plots.style():
+            matplotlib.interactive(False)
+            raise RuntimeError("inside")
+        assert not matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(was)
+
+
 def test_score_histograms_and_frontier_layouts():
     rng = np.random.default_rng(1)
     outputs = {"a": rng.standard_normal((40, 3)), "b": torch.randn(40, 3)}
@@ -370,3 +387,23 @@ def test_head_spectra_one_panel_per_layer_and_projection_one_line_per_head():
     assert lines == [2, 1, 2, 2]
     assert np.array_equal(fig.axes[0].get_lines()[1].get_ydata(), s[1])
     assert fig.axes[0].get_yscale() == "log"
+
+
+def test_in_a_notebook_save_figure_shows_the_saved_png_and_closes_the_figure(tmp_path, monkeypatch):
+    from IPython import display as ipd
+
+    shown = []
+    monkeypatch.setattr(ipd, "display", lambda obj: shown.append(obj))
+    fig = plots.spectrum([3.0, 1.0])
+    plots.save_figure(fig, tmp_path / "agg.png")  # not a notebook: nothing shown, still open
+    assert shown == [] and plt.fignum_exists(fig.number)
+    monkeypatch.setattr(
+        plots.plt, "get_backend", lambda: "module://matplotlib_inline.backend_inline"
+    )
+    path = plots.save_figure(fig, tmp_path / "f.png", pdf=True)
+    (image,) = shown
+    assert image.data == path.read_bytes()  # the file, not a second drawing
+    with Image.open(path) as img:
+        width = img.size[0]
+    assert image.width == round(width * 110 / 150)  # the size it has on screen (figure.dpi)
+    assert not plt.fignum_exists(fig.number)
