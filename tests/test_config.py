@@ -416,6 +416,10 @@ def test_context_trains_with_the_runs_epochs_and_seed(ctx, tmp_path, monkeypatch
     for stats in (ctx.score_stats("fcnn1"), ctx.config.context().score_stats("fcnn1")):
         assert torch.equal(stats.outputs, expected.outputs)
         assert torch.equal(stats.labels, ctx.data.y_train)
+    # each network its own: another name is another network with its own outputs
+    other = ctx.trained("fcnn5", progress=False)
+    assert other.config.network == "fcnn5" and ctx.trained("fcnn1", progress=False) is net
+    assert not torch.equal(ctx.score_stats("fcnn5").outputs, expected.outputs)
     with pytest.raises(ValueError, match="unknown network 'vgg'"):
         ctx.trained("vgg")
 

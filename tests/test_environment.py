@@ -45,7 +45,7 @@ def test_same_packages_and_pins():
 
 
 # import names that differ from their distribution's name
-_DISTRIBUTION = {"mlxtend": "mlxtend", "jupyter_client": "jupyter-client"}
+_DISTRIBUTION = {"mlxtend": "mlxtend", "jupyter_client": "jupyter-client", "IPython": "ipython"}
 
 
 def test_library_depends_on_what_it_imports_and_no_tools():
