@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from helpers import mode, umask  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from nnspaces import inversion_plots as ip  # noqa: E402
 from nnspaces import plots  # noqa: E402
 
 
@@ -44,10 +45,10 @@ def _one_of_each():
         "image_grid": lambda: plots.image_grid([rng.random((3, 16))]),
         "spectrum": lambda: plots.spectrum([3.0, 2.0, 1.0], condition_number=3.0),
         "grouped_bars": lambda: plots.grouped_bars({"a": [1, 2], "b": [2, 3]}, ["x", "y"]),
-        "score_histograms": lambda: plots.score_histograms(
+        "score_histograms": lambda: ip.score_histograms(
             {"net": rng.standard_normal((30, 3))}, rng.integers(0, 3, 30)
         ),
-        "frontier": lambda: plots.frontier(
+        "frontier": lambda: ip.frontier(
             {
                 "net": [
                     {"weight": 0.0, "median_rel_error": 1e-3, "n_agree": 2},
@@ -74,6 +75,9 @@ def _one_of_each():
             log=True,
         ),
         "head_spectra": lambda: plots.head_spectra({"0": {"Q": [np.array([2.0, 1.0])]}}),
+        "signed_grid": lambda: ip.signed_grid([rng.normal(size=(2, 16))]),
+        "null_space_figure": lambda: ip.null_space_figure({"n": rng.normal(size=(2, 16))}, digit=1),
+        "error_histories": lambda: ip.error_histories({"n": {"lm": [(0, 1.0), (1, 0.1)]}}),
     }
 
 
@@ -84,13 +88,14 @@ def test_every_plotting_function_is_checked_here():
     import inspect
 
     public = {
-        name
-        for name, f in vars(plots).items()
-        if inspect.isfunction(f) and f.__module__ == plots.__name__ and not name.startswith("_")
+        name: f
+        for module in (plots, ip)
+        for name, f in vars(module).items()
+        if inspect.isfunction(f) and f.__module__ == module.__name__ and not name.startswith("_")
     }
-    assert public == {*PLOTTERS, "save_figure", "style", "styled"}
+    assert set(public) == {*PLOTTERS, "save_figure", "style", "styled"}
     for name in (*PLOTTERS, "save_figure"):
-        assert getattr(plots, name).__wrapped__  # made by @styled
+        assert public[name].__wrapped__  # made by @styled
 
 
 def test_importing_plots_changes_no_global_setting():
@@ -275,7 +280,7 @@ def test_score_histograms_and_frontier_layouts():
     outputs = {"a": rng.standard_normal((40, 3)), "b": torch.randn(40, 3)}
     labels = rng.integers(0, 3, 40)
     targets = {"a": np.eye(3) * 2, "b": np.eye(3)}
-    fig = plots.score_histograms(outputs, labels, targets, bins=5)
+    fig = ip.score_histograms(outputs, labels, targets, bins=5)
     assert len(fig.axes) == 6
     ax = fig.axes[0]
     assert ax.get_title() == "output 0" and ax.get_ylabel() == "a\nimages"
@@ -295,11 +300,11 @@ def test_score_histograms_and_frontier_layouts():
         ]
         for n in ("fcnn1", "fcnn5")
     }
-    fig = plots.frontier(rows)
+    fig = ip.frontier(rows)
     assert [ax.get_title() for ax in fig.axes[:2]] == ["fcnn1", "fcnn5"]
     xs = fig.axes[0].lines[0].get_xdata()
     np.testing.assert_allclose(xs, [1e-4, 1e-3, 1e-2])  # weight 0 drawn at a tenth of 1e-3
-    fig = plots.frontier(rows, chosen={"fcnn1": 1e-3, "fcnn5": 0.0}, required=5)
+    fig = ip.frontier(rows, chosen={"fcnn1": 1e-3, "fcnn5": 0.0}, required=5)
     for ax, at in zip(fig.axes[:2], (1e-3, 1e-4), strict=True):  # weight 0 at its own place
         marks = [line for line in ax.lines if line.get_linestyle() == "-."]
         assert [line.get_xdata()[0] for line in marks] == [pytest.approx(at)]

@@ -1,6 +1,7 @@
 """Figures of inverse images (Figure 3, lessons 4 and 5): signed images on a zero-centred
 diverging scale with a colour bar, null-space samples beside their differences, grids that
-mark the images other networks do not recognise, and solvers' error against their steps.
+mark the images other networks do not recognise, solvers' error against their steps, the
+score histograms the paper's targets come from, and the frontier a prior's weight buys.
 
 Like :mod:`nnspaces.plots` (whose style these figures share), nothing here computes: every
 function takes arrays the library produced and returns a matplotlib Figure.
@@ -146,5 +147,110 @@ def error_histories(
         ax.set_title(name)
     axes[0, 0].set_ylabel("median relative error")
     axes[0, -1].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+@styled
+def score_histograms(
+    outputs: dict[str, np.ndarray | torch.Tensor],
+    labels: np.ndarray | torch.Tensor,
+    targets: dict[str, np.ndarray | torch.Tensor] | None = None,
+    *,
+    bins: int = 40,
+) -> plt.Figure:
+    """Histograms of each output unit's raw scores over the data: one row per network, one
+    column per output unit j, images of class j in colour and all others in grey.
+
+    ``outputs[name]`` is ``(N, K)``; ``targets[name]`` ``(K, K)`` (row c = target for class c)
+    marks the paper's target values: ``t_c[c]`` (the class's own maximum, solid) and the
+    minimum every other class's target asks of unit j (dashed).
+    """
+    labels = _np(labels)
+    names = list(outputs)
+    k = _np(outputs[names[0]]).shape[1]
+    fig, axes = plt.subplots(len(names), k, figsize=(1.5 * k, 1.4 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        out = _np(outputs[name])
+        for j in range(k):
+            ax = axes[r, j]
+            edges = np.histogram_bin_edges(out[:, j], bins=bins)
+            ax.hist(out[labels != j, j], bins=edges, color="0.6", label="other classes")
+            ax.hist(out[labels == j, j], bins=edges, color="C0", alpha=0.8, label=f"class {j}")
+            if targets is not None:
+                t = _np(targets[name])
+                ax.axvline(t[j, j], color="C3", lw=1)
+                others = np.delete(t[:, j], j)
+                ax.axvline(others.min(), color="C3", lw=1, ls="--")
+            ax.set_yticks([])
+            ax.tick_params(labelsize=6)
+            if r == 0:
+                ax.set_title(f"output {j}")
+            if j == 0:
+                ax.set_ylabel(f"{name}\nimages")
+            if r == len(names) - 1:
+                ax.set_xlabel("raw score", fontsize=7)
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color="C0", alpha=0.8, label="the unit's own class"),
+        plt.Rectangle((0, 0), 1, 1, color="0.6", label="other classes"),
+    ]
+    if targets is not None:
+        handles += [
+            plt.Line2D([], [], color="C3", lw=1, label="target of its own digit (max)"),
+            plt.Line2D([], [], color="C3", lw=1, ls="--", label="other digits' targets (min)"),
+        ]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=len(handles),
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.0),
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+@styled
+def frontier(
+    rows: dict[str, Sequence[dict]],
+    *,
+    x: str = "weight",
+    error: str = "median_rel_error",
+    agree: str = "n_agree",
+    n_classes: int = 10,
+    xlabel: str = "prior weight",
+    chosen: dict[str, float] | None = None,
+    required: int | None = None,
+) -> plt.Figure:
+    """The trade-off a prior buys, one panel per network: output error (log scale, left
+    axis) and the number of classes other networks recognise (right axis) against the
+    prior's weight. ``rows[name]`` is a list of dicts with keys ``x``, ``error``, ``agree``.
+    ``chosen[name]``: a weight to mark (a vertical line); ``required``: the recognition
+    count the choice asks for (a labelled dotted line; 9 when not given)."""
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.4 * len(rows), 2.8), squeeze=False)
+    for ax, (name, pts) in zip(axes[0], rows.items(), strict=True):
+        xs = np.array([p[x] for p in pts], dtype=float)
+        pos = np.where(xs > 0, xs, np.nan)
+        # draw weight 0 at a tenth of the smallest positive weight on the log axis
+        xs = np.where(xs > 0, xs, np.nanmin(pos) / 10 if np.any(xs > 0) else 1.0)
+        ax.plot(xs, [p[error] for p in pts], "o-", c="C0")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel + " (0 at far left)")
+        ax.set_ylabel("median relative error", color="C0")
+        twin = ax.twinx()
+        twin.plot(xs, [p[agree] for p in pts], "s--", c="C1")
+        twin.set_ylim(-0.5, n_classes + 0.5)
+        twin.set_ylabel("classes recognised by the others", color="C1")
+        need = 9 if required is None else required
+        twin.axhline(need, c="C1", lw=0.6, ls=":", label=f"{need}/{n_classes} recognised")
+        if chosen is not None and name in chosen:
+            w = chosen[name]
+            at = w if w > 0 else (np.nanmin(pos) / 10 if np.any(np.isfinite(pos)) else 1.0)
+            ax.axvline(at, c="k", lw=1, ls="-.", label=f"chosen weight {w:g}")
+            lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+            ax.legend(handles=lines, fontsize=6.5, frameon=False, loc="lower left")
+        ax.set_title(name)
     fig.tight_layout()
     return fig
