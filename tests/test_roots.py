@@ -93,6 +93,10 @@ def test_stall_rule_by_hand():
     # the slow stretch starts at step W: its first full window of W steps ends at 2 W
     assert [b for _, b in flags].index(True) == 2 * W
     assert ROOT_STALL_DROP == 0.01 and 1 - 0.9995**W < ROOT_STALL_DROP < 1 - 0.98**W
+    # once stalled, always stalled: class 1 falling fast again does not bring it back
+    for step in range(2 * W):
+        now = torch.tensor([0.98 ** (3 * W + step), slow * 0.5 ** (step + 1)], dtype=torch.float64)
+        assert stalls(now).tolist() == [False, True]
 
 
 @pytest.mark.parametrize("solver", ["newton", "lm"])

@@ -286,6 +286,10 @@ def test_checkpoints_keep_the_training_outputs_and_old_ones_get_them(small, tmp_
     path = first.checkpoint
     ckpt = torch.load(path, weights_only=True)
     assert torch.equal(ckpt["train_outputs"], expected)
+    # a checkpoint that has them is read, not written again
+    before = path.stat()
+    assert torch.equal(get_trained(cfg, small, cache_dir=tmp_path).train_outputs, expected)
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     if old == "missing":  # a checkpoint saved before they were kept
         del ckpt["train_outputs"]
     else:
