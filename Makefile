@@ -1,5 +1,7 @@
-# make figures   set up if needed, then run every notebook on the embedded MNIST digits,
-#                JOBS=2 at a time (each kernel with its share of the cores)
+# make figures   set up if needed, then run the paper's figure notebooks and the explorer on the
+#                embedded MNIST digits, JOBS=2 at a time, and write the report
+# make lessons   the lessons (4-6) into the same results folder (the report then has them too)
+# make all       both
 # make test      set up if needed, then the unit tests and a smoke run of every notebook
 # make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib with its dev extra) and its kernel
 # make sweep     five seeds x {embedded MNIST, Fashion-MNIST} through the figure notebooks, with
@@ -15,7 +17,7 @@ STAMP  := $(VENV)/.nnspaces-setup
 PROFILE ?= default
 JOBS    ?= 2
 
-.PHONY: setup figures sweep paper student test lint mnist clean-results
+.PHONY: setup figures lessons all sweep paper student test lint mnist clean-results
 
 setup: $(STAMP)
 
@@ -28,7 +30,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 figures: setup
-	$(PY) -m nnspaces run --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m nnspaces run --profile $(PROFILE) --kind figure --kind tool --jobs $(JOBS)
+
+lessons: setup
+	$(PY) -m nnspaces run --profile $(PROFILE) --kind lesson --jobs $(JOBS)
+
+all: figures lessons
 
 sweep: setup
 	$(PY) -m nnspaces sweep sweeps/seeds.toml

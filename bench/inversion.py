@@ -25,8 +25,6 @@ import time
 import torch
 
 from nnspaces import paper
-from nnspaces.comparison import BASELINE
-from nnspaces.config import PROFILES, RunConfig
 from nnspaces.inversion import (
     COMPARED,
     METHODS,
@@ -36,7 +34,9 @@ from nnspaces.inversion import (
     make_targets,
     method_names,
 )
+from nnspaces.inversion.crosscheck import BASELINE
 from nnspaces.models import networks
+from nnspaces.runner.config import PROFILES, RunConfig
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MiB = 2**20
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--plain",
         action="store_true",
-        help="run the networks as they are, not their specialised copies (nnspaces.specialise)",
+        help="run the networks as they are, not their specialised copies "
+        "(nnspaces.inversion.specialise)",
     )
     args = ap.parse_args(argv)
     if args.residual != "scores" and args.targets != "probability":

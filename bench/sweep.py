@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nnspaces.sweep import SweepSpec, run_sweep
+from nnspaces.runner.sweep.engine import SweepSpec, run_sweep
 
 
 def timed_sweep(spec: SweepSpec, folder: Path, cache: Path, **how) -> dict:

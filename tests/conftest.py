@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from nnspaces.config import RunConfig
-from nnspaces.run import run_notebooks
+from nnspaces.runner.config import RunConfig
+from nnspaces.runner.execute import run_notebooks
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nnspaces.models import load_model
-from nnspaces.run import NOTEBOOK_DIR
+from nnspaces.paths import NOTEBOOK_DIR
 
 MODELS = textwrap.dedent(
     """

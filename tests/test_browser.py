@@ -28,8 +28,9 @@ import nbformat
 import pytest
 from helpers import PNG, formulas_notebook
 
-from nnspaces.config import PROFILES, REPO_ROOT
-from nnspaces.report import write_report
+from nnspaces.paths import REPO_ROOT
+from nnspaces.runner.config import PROFILES
+from nnspaces.runner.report import write_report
 
 pytestmark = pytest.mark.browser
 

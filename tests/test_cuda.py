@@ -14,11 +14,11 @@ import pytest
 import torch
 from helpers import selu_net
 
-from nnspaces.analysis import analyze
 from nnspaces.data import Dataset
 from nnspaces.inversion import invert
+from nnspaces.inversion.specialise import specialise
 from nnspaces.models import build_model, full_float32
-from nnspaces.specialise import specialise
+from nnspaces.spaces.analysis import analyze
 from nnspaces.training import TrainConfig, evaluate, get_trained, predict
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,7 +1,7 @@
 """Every lesson notebook has the lesson format (issue 8): a first cell with a title,
 objectives, prerequisites linked to the glossary and a time estimate; at least three exercises,
-each the five cells of :mod:`nnspaces.exercises`; a "What to notice" after every figure; and,
-executed by the smoke run, every exercise's check prints "correct"."""
+each the five cells of :mod:`nnspaces.teaching.exercises`; a "What to notice" after
+every figure; and, executed by the smoke run, every exercise's check prints "correct"."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import re
 import nbformat
 import pytest
 
-from nnspaces.exercises import CORRECT
-from nnspaces.run import NOTEBOOK_DIR, NOTEBOOKS
-from nnspaces.student import EXERCISE_TAG, SOLUTION_TAG
+from nnspaces.paths import NOTEBOOK_DIR
+from nnspaces.runner.notebooks import runner_notebooks
+from nnspaces.teaching.exercises import CORRECT
+from nnspaces.teaching.student import EXERCISE_TAG, SOLUTION_TAG
 
 #: The lessons checked here, by the start of their names in the runner's list (the lead adds
 #: fig1, fig2 and lesson6 as they get the format).
 LESSON_PREFIXES = ("fig1_", "fig2_", "fig3_", "lesson4_", "lesson5_", "lesson6_")
-LESSONS = [n for n in NOTEBOOKS if n.startswith(LESSON_PREFIXES)]
+LESSONS = [n for n in runner_notebooks() if n.startswith(LESSON_PREFIXES)]
 #: The glossary's anchors a prerequisite may link to.
 ANCHORS = {
     "svd", "pseudo-inverse", "row-space", "null-space", "condition-number", "jacobian",

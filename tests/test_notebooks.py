@@ -12,10 +12,11 @@ import papermill as pm
 import pytest
 import torch
 
-from nnspaces.config import RunConfig
 from nnspaces.data import DEFAULT_ROOT
 from nnspaces.models import build_model
-from nnspaces.run import NOTEBOOK_DIR, available_notebooks, format_table
+from nnspaces.paths import NOTEBOOK_DIR
+from nnspaces.runner.config import RunConfig
+from nnspaces.runner.execute import available_notebooks, format_table
 
 pytestmark = pytest.mark.notebook
 

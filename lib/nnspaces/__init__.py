@@ -8,47 +8,56 @@ The front door, ``import nnspaces as ns``::
     ctx = ns.setup_run("default")                     # a run: its data, networks, folders
     model = ctx.trained("fcnn1").model                # a registered network, trained (cached)
     ns.layer_spaces(model[1].weight)                  # SVD, rank, condition number, subspaces
+    ns.analyze(model, ctx.data)                       # every layer of any torch model
     ns.invert(model, "min-max", method="exact", data=ctx.data)   # images that hit targets
     ns.run_methods(model, "min-max", data=ctx.data)   # every method that applies, compared
     ns.run_notebooks(ns.RunConfig.from_profile("smoke"))         # every notebook, papermill
 
-Everything else lives in its submodule, in the direction data flows: ``data`` ->
-``models`` / ``training`` -> ``spaces`` / ``residuals`` -> ``exact`` -> ``inversion`` ->
-``comparison`` -> ``natural`` -> ``metrics`` / ``plots`` / ``widgets`` -> ``report`` / ``run``.
+The library is grouped by role, and imports point down only (a test keeps it so):
+``paths``, ``paper``, ``files``, ``progress`` -> ``data`` -> ``models`` -> ``training`` ->
+``spaces`` (SVD, residuals, operators, analyze) -> ``inversion`` (invert and its methods) ->
+``plots`` (figures, the explorer) -> ``runner`` (config, execution, metrics, report, sweeps)
+-> ``teaching`` (exercises, student edition) -> ``cli`` (``python -m nnspaces``).
+
+Names are imported when first used, so ``python -m nnspaces student`` needs no torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-from .comparison import comparison_table, run_methods
-from .config import PROFILES, RunConfig, setup_run
-from .inversion import METHODS, InversionResult, invert
-from .models import REGISTRY, build_model, register_network
-from .spaces import LayerSpaces, layer_spaces
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "METHODS",
-    "PROFILES",
-    "REGISTRY",
-    "InversionResult",
-    "LayerSpaces",
-    "RunConfig",
-    "build_model",
-    "comparison_table",
-    "invert",
-    "layer_spaces",
-    "register_network",
-    "run_methods",
-    "run_notebooks",
-    "setup_run",
-]
+#: Each front-door name and the module that defines it.
+_FRONT_DOOR = {
+    "PROFILES": "runner.config",
+    "RunConfig": "runner.config",
+    "setup_run": "runner.config",
+    "run_notebooks": "runner.execute",
+    "REGISTRY": "models",
+    "build_model": "models",
+    "register_network": "models",
+    "LayerSpaces": "spaces.layer",
+    "layer_spaces": "spaces.layer",
+    "analyze": "spaces.analysis",
+    "METHODS": "inversion.methods",
+    "InversionResult": "inversion.results",
+    "invert": "inversion.api",
+    "comparison_table": "inversion.crosscheck",
+    "run_methods": "inversion.crosscheck",
+}
+
+__all__ = sorted(_FRONT_DOOR)
 
 
-def run_notebooks(config: RunConfig, **kwargs: Any) -> list[dict]:
-    """Execute the notebooks for ``config`` with papermill (:func:`nnspaces.run.run_notebooks`)."""
-    from .run import run_notebooks as run
+def __getattr__(name: str) -> Any:
+    if name not in _FRONT_DOOR:
+        raise AttributeError(f"module 'nnspaces' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_FRONT_DOOR[name]}", __name__), name)
+    globals()[name] = value  # the next access skips this function
+    return value
 
-    return run(config, **kwargs)
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_FRONT_DOOR})

@@ -1,7 +1,7 @@
-"""``python -m nnspaces run --profile NAME``: see :mod:`nnspaces.run`."""
+"""``python -m nnspaces ...``: see :mod:`nnspaces.cli`."""
 
 import sys
 
-from .run import main
+from .cli import main
 
 sys.exit(main())

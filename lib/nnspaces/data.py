@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from .files import atomic_write
+from .paths import DATA_DIR
 
 DATASETS = ("mnist-embedded", "mnist", "fashion-mnist")
 N_CLASSES = 10
@@ -55,7 +55,7 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
 
 #: The repository's ``data/`` folder (the library is installed editable from ``lib/``).
 #: ``NNSPACES_DATA`` overrides it.
-DEFAULT_ROOT = Path(os.environ.get("NNSPACES_DATA", Path(__file__).resolve().parents[2] / "data"))
+DEFAULT_ROOT = DATA_DIR
 #: Where Debian's ``dataset-fashion-mnist`` package puts its (gzip) IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

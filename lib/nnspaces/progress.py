@@ -2,7 +2,7 @@
 
 Bars are shown by default when someone is watching (a JupyterLab session, a terminal) and
 left out of batch runs, where they would only be saved into the executed notebooks as
-half-drawn widgets. The runner (:func:`nnspaces.run.run_notebooks`) marks its notebook
+half-drawn widgets. The runner (:func:`nnspaces.runner.execute.run_notebooks`) marks its notebook
 kernels as a batch run with the environment variable :data:`BATCH_ENV`, which they inherit;
 set it yourself (``NNSPACES_BATCH=1 papermill ...``) for the same behaviour elsewhere. Every
 function that takes ``progress`` reads ``None`` as "the policy" and leaves an explicit

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,12 +26,11 @@ from .data import Dataset, make_loader
 from .files import atomic_write
 from .models import build_model, check_network, frozen, model_as, n_outputs_of, network_spec
 from .paper import TRAINING
+from .paths import CACHE_DIR
 from .progress import progress_bar
 
 #: Checkpoints live here unless a ``cache_dir`` is given (``NNSPACES_CACHE`` overrides it).
-DEFAULT_CACHE = Path(
-    os.environ.get("NNSPACES_CACHE", Path(__file__).resolve().parents[2] / "data" / "cache")
-)
+DEFAULT_CACHE = CACHE_DIR
 CACHE_FORMAT = 1  # bump when the checkpoint layout changes
 
 #: The optimizers a TrainConfig may name (``momentum`` is AdamW's first beta).
@@ -50,7 +48,7 @@ ADDED_FIELDS = {"optimizer": TRAINING["optimizer"], "weight_decay": 0.0, "schedu
 class TrainConfig:
     """Everything that determines a trained network (and so keys the cache). The defaults
     are the paper's recipe (:data:`nnspaces.paper.TRAINING`); :meth:`for_network` gives a
-    network's own; a run's epochs come from its :class:`~nnspaces.config.RunConfig`.
+    network's own; a run's epochs come from its :class:`~nnspaces.runner.config.RunConfig`.
     ``optimizer``: one of :data:`OPTIMIZERS`; ``schedule``: one of :data:`SCHEDULES`."""
 
     network: str
@@ -101,7 +99,7 @@ class TrainConfig:
 class TrainedNetwork:
     """A trained network (in eval mode) with its configuration, its test accuracy and its
     raw outputs ``(N, K)`` on the training images (the score statistics inverse targets are
-    made from: :meth:`nnspaces.config.RunContext.score_stats`), kept in its checkpoint."""
+    made from: :meth:`nnspaces.runner.config.RunContext.score_stats`), kept in its checkpoint."""
 
     model: nn.Module
     config: TrainConfig

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..specialise import bn_affine
+from .specialise import bn_affine
 from .targets import check_name
 
 
@@ -113,7 +113,7 @@ class BatchNormStats:
     input is 1x1 (no spatial statistics) are skipped.
 
     ``folded`` (``{convolution name: BatchNorm2d}``, what
-    :attr:`nnspaces.specialise.Specialised.bn_of` records): BatchNorm layers folded into the
+    :attr:`.specialise.Specialised.bn_of` records): BatchNorm layers folded into the
     convolution before them in ``model``, a specialised copy. Such a convolution outputs
     ``y = s (z - mean) + beta`` for the BatchNorm input ``z`` (``s = gamma / sqrt(var +
     eps)``, which must not be zero), so ``z``'s channel mean is ``(mu_y - beta) / s + mean``

@@ -1,0 +1,146 @@
+"""The README's result tables, written from a run's metrics, never typed by hand.
+
+    python -m nnspaces readme --run results/default
+
+reads ``<run>/metrics/*.json`` through :mod:`nnspaces.runner.metrics` (the metrics files' one
+reader), saves what the tables show as ``docs/readme_numbers.json`` (the snapshot), and
+rewrites the part of ``README.md`` between :data:`START` and :data:`END` from that snapshot.
+``tests/test_readme.py`` renders the snapshot again and checks that the README holds exactly
+that, so the README cannot drift from the numbers it was made from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_write, write_json
+from ..paths import README, README_SNAPSHOT
+from .metrics import inversion_table, key_numbers, read_metrics
+
+SNAPSHOT = README_SNAPSHOT
+START = "<!-- nnspaces:numbers:start (written by `python -m nnspaces readme`; do not edit) -->"
+END = "<!-- nnspaces:numbers:end -->"
+
+
+def snapshot(out_dir: str | Path) -> dict[str, Any]:
+    """What the README's tables show, read from a run's metrics files."""
+    out_dir = Path(out_dir)
+    metrics = read_metrics(out_dir)
+    if not metrics:
+        raise FileNotFoundError(f"{out_dir}/metrics holds no metrics: run the notebooks first")
+    networks, table = inversion_table(metrics.get("fig3"), metrics.get("lesson5"))
+    natural = {
+        net: entry["natural"]
+        for net, entry in ((metrics.get("lesson5") or {}).get("networks") or {}).items()
+        if (entry or {}).get("natural")
+    }
+    data = next(iter(metrics.values()))
+    return {
+        "run": {k: data.get(k) for k in ("profile", "dataset", "n_train", "n_test", "source")},
+        "key_numbers": [
+            {"label": k.label, "text": k.text, "paper": k.reference.value, "percent": k.percent}
+            for k in key_numbers(metrics)
+        ],
+        "networks": networks,
+        "inversion": table,
+        "natural": {
+            net: {k: n.get(k) for k in ("n_recognised", "chosen_weight", "targets")}
+            for net, n in natural.items()
+        },
+        "times": run_times(out_dir),
+        "wall": run_wall(out_dir),
+    }
+
+
+def _run_record(out_dir: Path) -> dict:
+    path = Path(out_dir) / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_times(out_dir: Path) -> dict[str, float]:
+    """Seconds per notebook of the run, from its ``run.json`` (empty when there is none)."""
+    return {row["notebook"]: row["seconds"] for row in _run_record(out_dir).get("notebooks", [])}
+
+
+def run_wall(out_dir: Path) -> dict[str, float] | None:
+    """The whole run's wall-clock ``seconds`` and its ``jobs`` (notebooks at a time), from
+    its ``run.json``; None for a run that did not record them."""
+    record = _run_record(out_dir)
+    if "seconds" not in record:
+        return None
+    return {"seconds": record["seconds"], "jobs": record.get("jobs", 1)}
+
+
+def _error(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The README block for a snapshot: the key numbers beside the paper's, and the median
+    inversion error of every method on every network."""
+    run = snap["run"]
+    lines = [
+        START,
+        f"Run: profile `{run['profile']}`, {run['dataset']} ({run['n_train']} training / "
+        f"{run['n_test']} test images: {run['source']}).",
+        "",
+        "| | this run | the paper (full MNIST) |",
+        "|---|---|---|",
+    ]
+    for k in snap["key_numbers"]:
+        paper = f"{100 * k['paper']:.0f}%" if k["percent"] else f"{k['paper']:g}"
+        lines.append(f"| {k['label']} | {k['text']} | {paper} |")
+    nets = snap["networks"]
+    lines += [
+        "",
+        "Median relative output error `||f(x) - t|| / ||t||` over the ten digits, the paper's",
+        "min/max targets (natural pre-images: digits the other networks recognise, and targets):",
+        "",
+        "| method | " + " | ".join(nets) + " |",
+        "|---|" + "---|" * len(nets),
+    ]
+    for method, by in snap["inversion"].items():
+        cells = []
+        for net in nets:
+            text = _error(by.get(net)) if net in by else "-"
+            nat = snap["natural"].get(net)
+            if method == "natural pre-images" and nat and net in by:
+                text += f" ({nat['n_recognised']}/10, {nat['targets']})"
+            cells.append(text)
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    times = snap.get("times") or {}
+    if times:
+        each = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
+        wall = snap.get("wall")
+        took = (
+            f"The run took {wall['seconds']:.0f} s, {wall['jobs']} notebook"
+            f"{'s' if wall['jobs'] > 1 else ''} at a time; its notebooks "
+            f"{sum(times.values()):.0f} s together"
+            if wall
+            else f"The run's notebooks took {sum(times.values()):.0f} s in all"
+        )
+        lines += [
+            "",
+            f"{took} ({each}; training is included where the checkpoint cache was cold).",
+        ]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def readme_block(text: str) -> str:
+    """The generated block of a README's text (markers included)."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no generated block: {START!r} ... {END!r}")
+    return text[start : end + len(END)]
+
+
+def update(out_dir: str | Path, readme: Path = README, snap_path: Path = SNAPSHOT) -> Path:
+    """Write the snapshot of ``out_dir``'s metrics and the README block made from it."""
+    snap = snapshot(out_dir)
+    write_json(snap_path, snap)
+    text = readme.read_text()
+    atomic_write(readme, text.replace(readme_block(text), render(snap)))
+    return readme

@@ -1,0 +1,125 @@
+"""A sweep's folder: finished runs and their records, atomic storing, the lock (see
+:mod:`nnspaces.runner.sweep.engine`)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ...files import write_json
+from .grid import PlannedRun, SweepSpec
+
+RECORD = "record.json"
+
+
+# --------------------------------------------------------------------------- the sweep's folder
+
+
+def run_folder(folder: Path, run_id: str) -> Path:
+    return folder / "runs" / run_id
+
+
+def read_record(folder: Path, run_id: str) -> dict[str, Any] | None:
+    """A run's record.json, or None when it is missing or unreadable."""
+    try:
+        record = json.loads((run_folder(folder, run_id) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_finished(folder: Path, run: PlannedRun) -> bool:
+    """Whether ``run`` finished earlier with these parameters and every file it wrote is
+    there at its recorded size (anything less is redone, never half-used)."""
+    record = read_record(folder, run.id)
+    if not record or record.get("status") != "ok" or record.get("parameters") != run.parameters:
+        return False
+    base = run_folder(folder, run.id)
+    files = record.get("files")
+    if not isinstance(files, dict):
+        return False
+    for rel, size in files.items():
+        try:
+            if (base / rel).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def store(folder: Path, run: PlannedRun, outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``run``'s files and record into ``runs/<id>``: first into a hidden partial
+    folder, the record last, then renamed into place, replacing an earlier attempt."""
+    files = outcome.get("files") or {}
+    record = {
+        "id": run.id,
+        "point": run.point,
+        "parameters": run.parameters,
+        **{k: v for k, v in outcome.items() if k not in ("files", "id")},
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "files": {rel: len(data) for rel, data in files.items()},
+    }
+    runs = folder / "runs"
+    partial = runs / f".{run.id}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    for rel, data in files.items():
+        target = (partial / rel).resolve()
+        if not target.is_relative_to(partial.resolve()):
+            raise ValueError(f"run {run.id} returned a file outside its folder: {rel!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    write_json(partial / RECORD, record)
+    final = run_folder(folder, run.id)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(partial, final)
+    return record
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s sweep lock, or refuse at once when another sweep holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RuntimeError(
+                f"another sweep is running in {folder} ({holder}); wait for it to finish, "
+                "or give this one another --name"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def claim(folder: Path, spec: SweepSpec) -> None:
+    """Make ``folder`` this sweep's (refusing a folder that holds something else) and
+    remove what a killed client left half-written."""
+    if not (folder / "sweep.json").is_file():
+        others = [p.name for p in folder.iterdir() if p.name != ".lock"]
+        if others:
+            raise ValueError(
+                f"{folder} exists and is not a sweep's folder (it holds {sorted(others)[:5]}); "
+                "give the sweep another --name"
+            )
+    write_json(folder / "sweep.json", spec.to_dict())
+    for partial in (folder / "runs").glob(".*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Teaching: the lessons' exercise checks and the student edition (lessons without solutions)."""
