@@ -76,7 +76,8 @@ def exercises(nb, number: int) -> list[tuple[str, list]]:
         calls = [
             node
             for node in ast.walk(ast.parse(check.source))
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in CHECKS
+            if isinstance(node, ast.Call)
+            and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) in CHECKS
         ]
         assert len(calls) == 1, f"{ident}: one check"
         first, second = calls[0].args[:2]

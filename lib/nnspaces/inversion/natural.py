@@ -40,12 +40,10 @@ def invert_runs(
     """:func:`invert` once for each of ``runs`` (``{label: priors}``) in at most three
     batches: every class once per run, each row with its run's prior weights; the runs
     without any prior apart (they stop at the tolerance and are polished), and those with
-    the ``bn`` prior apart (its statistics would be computed for every row of a batch: on
-    ResNet18 a batch of three runs took 19 s with one of them ``bn``, 13 s without). In eval
+    the ``bn`` prior apart (its statistics would be computed for every row of a batch). In eval
     mode the images do not interact and Adam moves every pixel on its own, so a run's rows
     are what its own call gives, up to the order of floating-point sums, in a fraction of
-    the time (on ResNet18 and one core, nine runs of ten images in 0.6 of the time of one
-    after the other). A run's ``seconds`` is its share of its batch's, its ``steps`` and
+    the time of one run after the other. A run's ``seconds`` is its share of its batch's, its ``steps`` and
     ``history`` the batch's."""
     n_out = n_outputs_of(model)
     classes = check_classes(classes, n_out)

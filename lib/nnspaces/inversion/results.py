@@ -78,6 +78,15 @@ class InversionResult:
     def n_success(self) -> int:
         return int(self.success.sum())
 
+    @property
+    def outside_fraction(self) -> float:
+        """The mean share of pixels outside [0, 1] over the classes that have an image."""
+        return finite_mean(self.outside)
+
+    def captions(self) -> list[str]:
+        """Under each image: relative output error / target-class probability."""
+        return [f"{e:.1e} / {p:.2f}" for e, p in zip(self.rel_error, self.prob, strict=True)]
+
     def __repr__(self) -> str:
         rel = np.where(np.isnan(self.rel_error), np.inf, self.rel_error)
         # failed rows (no image: NaN) count as infinite; with no image at all, say so

@@ -15,16 +15,17 @@ benchmark and the notebooks build their configuration the same way, from one set
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from ..data import DATASETS, Dataset, load_dataset
-from ..files import write_json
-from ..inversion.api import ScoreStats
+from ..files import atomic_write, write_json
+from ..inversion.targets import ScoreStats, make_targets
 from ..models import check_network
 from ..paths import RESULTS
 from ..training import TrainConfig, TrainedNetwork, get_trained, save_checkpoint
@@ -235,6 +236,22 @@ class RunContext:
         :func:`nnspaces.inversion.score_stats` computes; here read from its checkpoint)."""
         return ScoreStats(self.trained(network).train_outputs.double(), self.data.y_train)
 
+    def networks(self, names: Sequence[str], targets: str = "min-max") -> Networks:
+        """The trained ``names`` with their score statistics and ``targets`` at once (what an
+        inversion lesson starts from)."""
+        nets = {n: self.trained(n) for n in names}
+        stats = {n: self.score_stats(n) for n in names}
+        return Networks(
+            trained=nets,
+            models={n: net.model for n, net in nets.items()},
+            stats=stats,
+            targets={n: make_targets(s, targets) for n, s in stats.items()},
+        )
+
+    def save_table(self, name: str, table: pd.DataFrame) -> Path:
+        """Write ``table`` as ``<out_dir>/tables/<name>.csv``, atomically."""
+        return atomic_write(self.out_dir / "tables" / f"{name}.csv", table.to_csv(index=False))
+
     def figure_path(self, name: str) -> Path:
         """``<out_dir>/figures/<name>.png``."""
         return self.out_dir / "figures" / f"{name}.png"
@@ -244,6 +261,30 @@ class RunContext:
         used, as ``<out_dir>/metrics/<metrics.name>.json``, atomically."""
         payload = {"profile": self.config.profile, **self.data.info(), **metrics.to_dict()}
         return write_json(self.out_dir / "metrics" / f"{metrics.name}.json", payload)
+
+
+@dataclass(frozen=True)
+class Networks:
+    """Trained networks by name (:meth:`RunContext.networks`): ``trained``
+    (:class:`~nnspaces.training.TrainedNetwork`), their ``models``, the score statistics
+    ``stats`` of their outputs on the training images, and the ``targets`` made from them."""
+
+    trained: dict[str, TrainedNetwork]
+    models: dict[str, torch.nn.Module]
+    stats: dict[str, ScoreStats]
+    targets: dict[str, torch.Tensor]
+
+    def __repr__(self) -> str:
+        return f"Networks({', '.join(self.trained)})"
+
+    def accuracies(self) -> pd.DataFrame:
+        """One row per network: its test accuracy."""
+        return pd.DataFrame(
+            {
+                "network": list(self.trained),
+                "test accuracy": [n.test_accuracy for n in self.trained.values()],
+            }
+        )
 
 
 def setup_run(profile: str = "default", **given: Any) -> RunContext:
