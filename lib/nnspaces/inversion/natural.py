@@ -43,8 +43,8 @@ def invert_runs(
     the ``bn`` prior apart (its statistics would be computed for every row of a batch). In eval
     mode the images do not interact and Adam moves every pixel on its own, so a run's rows
     are what its own call gives, up to the order of floating-point sums, in a fraction of
-    the time of one run after the other. A run's ``seconds`` is its share of its batch's, its ``steps`` and
-    ``history`` the batch's."""
+    the time of one run after the other. A run's ``seconds`` is its share of its batch's,
+    its ``steps`` and ``history`` the batch's."""
     n_out = n_outputs_of(model)
     classes = check_classes(classes, n_out)
     C = len(classes)
