@@ -7,7 +7,8 @@
     python -m nnspaces readme --run results/default            # the README's generated block
     python -m nnspaces student --out student                   # the lessons without solutions
 
-Paths given here are resolved once, against the folder the command was started from.
+A relative ``--out-dir`` means the folder the command was started from: the run's config
+resolves it once (the notebooks' kernels run in notebooks/).
 Heavy modules (torch, papermill) are imported only by the command that needs them.
 """
 
@@ -81,10 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _absolute(path: str | None) -> str | None:
-    return None if path is None else str(Path(path).expanduser().resolve())
-
-
 def _run(args: argparse.Namespace) -> int:
     from .runner.config import RunConfig
     from .runner.execute import format_table, key_numbers_text, run_notebooks
@@ -97,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         if flag in given and getattr(args, flag) is not None:
             raise ValueError(f"{flag} given twice (--{flag} and --set {flag}=...)")
         given.setdefault(flag, getattr(args, flag))
-    config = RunConfig.from_profile(args.profile, out_dir=_absolute(args.out_dir), **given)
+    config = RunConfig.from_profile(args.profile, out_dir=args.out_dir, **given)
     only = args.only or names_of_kind(*(args.kind or ("figure", "tool")))
     rows = run_notebooks(config, only=only, jobs=args.jobs)
     print(format_table(rows))
@@ -120,7 +117,7 @@ def _sweep(args: argparse.Namespace) -> int:
         "notebooks": tuple(args.only) if args.only else None,
     }
     if args.file:
-        spec = load_spec(_absolute(args.file), **override)
+        spec = load_spec(args.file, **override)
         if grid or fixed:
             spec = dataclasses.replace(
                 spec, grid={**spec.grid, **grid}, fixed={**spec.fixed, **fixed}
@@ -133,7 +130,7 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     result = run_sweep(
         spec,
-        folder=_absolute(args.out_dir),
+        folder=args.out_dir,
         executor=args.executor,
         workers=args.workers,
         threads=args.threads,
@@ -153,14 +150,14 @@ def _sweep(args: argparse.Namespace) -> int:
 def _readme(args: argparse.Namespace) -> int:
     from .runner.readme import update
 
-    print(f"updated {update(_absolute(args.run))}")
+    print(f"updated {update(args.run)}")
     return 0
 
 
 def _student(args: argparse.Namespace) -> int:
     from .teaching.student import write_student_edition
 
-    out = Path(_absolute(args.out))
+    out = Path(args.out)
     written = write_student_edition(out)
     print(f"student edition: {len(written)} notebooks in {out}/")
     return 0

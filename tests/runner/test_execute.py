@@ -188,3 +188,45 @@ def test_key_numbers_beside_the_papers(tmp_path):
     assert "3.74" in cond and "paper 7.22" in cond
     resnet = next(line for line in text.splitlines() if line.startswith("resnet18 test accuracy"))
     assert "missing" in resnet
+
+
+@pytest.mark.notebook
+def test_the_cli_resolves_a_relative_out_dir_where_it_was_started(tmp_path, monkeypatch):
+    """``python -m nnspaces run --out-dir results/seed1`` from the checkout: the kernels run in
+    notebooks/, yet every file lands in ./results/seed1/ (a relative path used to reach the
+    kernels as it was, and their metrics and figures went to notebooks/results/seed1/)."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(
+        folder / "fig1_fcnn_signal_space.ipynb",
+        'profile = "default"\nout_dir = None\ndataset = None\nquick = None',
+        "from pathlib import Path\n"
+        "Path(out_dir, 'metrics').mkdir(parents=True, exist_ok=True)\n"
+        "Path(out_dir, 'metrics', 'fig1.json').write_text("
+        'f\'{{"dataset": "{dataset}", "quick": {str(quick).lower()}}}\')\n',
+    )
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", folder)
+    started = tmp_path / "checkout"
+    started.mkdir()
+    monkeypatch.chdir(started)
+    argv = ["run", "--profile", "smoke", "--out-dir", "results/seed1", "--only"]
+    argv += ["fig1_fcnn_signal_space", "--set", "dataset=fashion-mnist", "--set", "quick=false"]
+    assert main(argv) == 0
+    out = started / "results" / "seed1"
+    assert json.loads((out / "metrics" / "fig1.json").read_text()) == {
+        "dataset": "fashion-mnist",  # --set reaches the notebook: any RunConfig field
+        "quick": False,
+    }
+    for written in ("run.json", "index.html", "notebooks/fig1_fcnn_signal_space.ipynb"):
+        assert (out / written).is_file(), written
+    assert not (folder / "results").exists()  # nothing under the kernels' working folder
+    assert json.loads((out / "run.json").read_text())["parameters"]["out_dir"] == str(out)
+
+
+def test_the_cli_refuses_a_field_given_twice_and_an_unknown_one(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--profile", "smoke", "--seed", "1", "--set", "seed=2"])
+    assert "seed given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--profile", "smoke", "--set", "colour=red"])
+    assert "unknown parameters ['colour']" in capsys.readouterr().err
