@@ -12,14 +12,12 @@ import nbformat
 import pytest
 
 from nnspaces.paths import NOTEBOOK_DIR
-from nnspaces.runner.notebooks import runner_notebooks
+from nnspaces.runner.notebooks import lessons, runner_notebooks
 from nnspaces.teaching.exercises import CORRECT
 from nnspaces.teaching.student import EXERCISE_TAG, SOLUTION_TAG
 
-#: The lessons checked here, by the start of their names in the runner's list (the lead adds
-#: fig1, fig2 and lesson6 as they get the format).
-LESSON_PREFIXES = ("fig1_", "fig2_", "fig3_", "lesson4_", "lesson5_", "lesson6_")
-LESSONS = [n for n in runner_notebooks() if n.startswith(LESSON_PREFIXES)]
+#: The lessons checked here: the notebook registry's.
+LESSONS = [nb.name for nb in lessons()]
 #: The glossary's anchors a prerequisite may link to.
 ANCHORS = {
     "svd", "pseudo-inverse", "row-space", "null-space", "condition-number", "jacobian",
@@ -89,8 +87,19 @@ def exercises(nb, number: int) -> list[tuple[str, list]]:
 
 
 def test_the_lessons_are_in_the_runners_list():
-    assert len(LESSONS) == len(LESSON_PREFIXES)
-    assert [lesson_number(n) for n in LESSONS] == sorted(lesson_number(n) for n in LESSONS)
+    assert [lesson_number(n) for n in LESSONS] == list(range(1, 7))
+    assert all(n in runner_notebooks() for n in LESSONS)
+
+
+def test_minutes_per_lesson_come_from_the_registry():
+    """The registry holds each lesson's minutes; the lesson's header and docs/TEACHING.md's
+    table say the same (they disagreed before the registry)."""
+    table = (NOTEBOOK_DIR.parent / "docs" / "TEACHING.md").read_text()
+    for nb in lessons():
+        header = read(nb.name).cells[0].source
+        assert f"**Time.** About {nb.minutes} minutes" in header, nb.name
+        row = next(line for line in table.splitlines() if f"| `{nb.name}` |" in line)
+        assert row.rstrip().endswith(f"| {nb.minutes} min |"), nb.name
 
 
 @pytest.mark.parametrize("name", LESSONS)

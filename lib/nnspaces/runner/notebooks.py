@@ -84,7 +84,7 @@ NOTEBOOKS = (
         "Figure 2: signal space of a ResNet18 convolution",
         "figure",
         metrics="fig2",
-        minutes=45,
+        minutes=50,
         figures=(
             Figure(
                 "fig2",
@@ -110,7 +110,7 @@ NOTEBOOKS = (
         "Figure 3: inverse images",
         "figure",
         metrics="fig3",
-        minutes=45,
+        minutes=30,
         figures=(
             Figure(
                 "fig3",
@@ -134,7 +134,7 @@ NOTEBOOKS = (
         "Lesson 4: exact and Newton inversion, the null space",
         "lesson",
         metrics="lesson4",
-        minutes=40,
+        minutes=30,
         figures=(
             Figure(
                 "lesson4_null_space",
@@ -154,7 +154,7 @@ NOTEBOOKS = (
         "Lesson 5: the box, image priors, natural pre-images",
         "lesson",
         metrics="lesson5",
-        minutes=40,
+        minutes=35,
         figures=(
             Figure(
                 "lesson5_box",
@@ -243,6 +243,12 @@ def names_of_kind(*kinds: str) -> list[str]:
     if bad:
         raise ValueError(f"unknown notebook kind(s) {bad}; allowed: {', '.join(KINDS)}")
     return [nb.name for nb in NOTEBOOKS if nb.runs and nb.kind in kinds]
+
+
+def lessons() -> list[Notebook]:
+    """The notebooks taught as lessons, in reading order: the paper's figures (lessons 1-3)
+    and the lessons beyond them (each with the minutes it takes)."""
+    return [nb for nb in NOTEBOOKS if nb.minutes is not None]
 
 
 def metrics_names() -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..files import atomic_write
 from ..paths import NOTEBOOK_DIR, STUDENT_DIR
+from ..runner.notebooks import NOTEBOOKS
 
 #: The cell tag of a solution (code that answers an exercise, or its explanation).
 SOLUTION_TAG = "solution"
@@ -40,10 +41,12 @@ def student_notebook(source: str | Path) -> str:
 def write_student_edition(
     out_dir: str | Path = STUDENT_DIR, notebooks: list[Path] | None = None
 ) -> list[Path]:
-    """Write the student edition of every notebook in ``notebooks/`` (or of ``notebooks``)
-    into ``out_dir``; returns the paths written."""
-
-    sources = sorted(NOTEBOOK_DIR.glob("*.ipynb")) if notebooks is None else list(notebooks)
+    """Write the student edition of every registered notebook
+    (:data:`nnspaces.runner.notebooks.NOTEBOOKS`), or of ``notebooks``, into ``out_dir``;
+    returns the paths written."""
+    if notebooks is None:
+        notebooks = [NOTEBOOK_DIR / f"{nb.name}.ipynb" for nb in NOTEBOOKS]
+    sources = [Path(s) for s in notebooks if Path(s).is_file()]
     if not sources:
         raise FileNotFoundError(f"no notebooks to write a student edition of in {NOTEBOOK_DIR}")
     out = Path(out_dir)
