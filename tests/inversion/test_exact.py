@@ -16,10 +16,10 @@ from nnspaces.inversion.exact import (
     HIDDEN,
     SELU_LOWER,
     SeluInverter,
-    null_space_samples,
     selu_inverse,
     selu_inverter,
 )
+from nnspaces.inversion.nullspace import null_space_samples
 from nnspaces.spaces.layer import LayerSpaces, closest_in_bounds, layer_spaces
 
 
@@ -365,7 +365,7 @@ def test_null_space_samples_keep_shape_and_box():
 def test_box_reach_gap_is_the_distance_to_the_box_for_an_identity_layer():
     """With W = I and no SELU the closest image in [0, 1] is the target clipped into the box,
     so the gap is known by hand; SELU after the layer is undone first."""
-    from nnspaces.inversion.exact import box_reach_gap
+    from nnspaces.inversion.nullspace import box_reach_gap
 
     net = nn.Sequential(nn.Linear(3, 3)).double().eval()
     with torch.no_grad():
@@ -386,7 +386,7 @@ def test_box_reach_gap_is_the_distance_to_the_box_for_an_identity_layer():
 
 
 def test_box_reach_gap_refuses_deeper_networks():
-    from nnspaces.inversion.exact import box_reach_gap
+    from nnspaces.inversion.nullspace import box_reach_gap
 
     with pytest.raises(ValueError, match="one-layer SELU network; this one has 2 layers"):
         box_reach_gap(selu_net([6, 4, 3]), torch.zeros(1, 3, dtype=torch.float64))

@@ -20,7 +20,7 @@ from nnspaces.inversion import (
     start_images,
 )
 from nnspaces.inversion.equations import LogOddsEquations
-from nnspaces.inversion.exact import diversity, null_space_samples
+from nnspaces.inversion.nullspace import diversity, null_space_samples
 from nnspaces.inversion.targets import PROB_MARGIN
 
 

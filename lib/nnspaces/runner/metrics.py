@@ -195,7 +195,7 @@ class Lesson6Metrics:
     method and residual, ``not_applicable[net][method]``: why a method does not apply);
     Levenberg-Marquardt on the paper's min/max targets (``min_max[net][method]``); the random
     backward walk (``walk[net][layers]``: dicts with ``k``, ``success``, ``reasons`` and the
-    :func:`~nnspaces.inversion.exact.diversity`); the ViT's attention heads (``heads``: rows with
+    :func:`~nnspaces.inversion.nullspace.diversity`); the ViT's attention heads (``heads``: rows with
     ``layer``, ``head``, ``projection``, ``shape``, ``rank``, ``condition_number``)."""
 
     name: ClassVar[str] = "lesson6"
