@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from helpers import fake_run, interrupting_run
@@ -193,6 +198,117 @@ def test_two_sweeps_on_one_folder_do_not_mix(tmp_path):
     (plain / "run.json").write_text("{}")
     with pytest.raises(ValueError, match=r"not a sweep's folder .*run\.json"):
         _fake_sweep(plain, _spec(grid={"seed": [0]}))
+
+
+def _holder(folder, then: str = "time.sleep(120)") -> subprocess.Popen:
+    """A process that takes ``folder``'s sweep lock, starts a forked worker that outlives it
+    (as a killed client's pool does), says ``ready`` and runs ``then``."""
+    code = (
+        "import multiprocessing as mp, sys, time\n"
+        "from pathlib import Path\n"
+        "from nnspaces.runner.sweep.folder import locked\n"
+        f"with locked(Path({str(folder)!r})):\n"
+        "    mp.get_context('fork').Process(target=time.sleep, args=(120,), daemon=False).start()\n"
+        "    print('ready', flush=True)\n"
+        f"    {then}\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def _end(p: subprocess.Popen) -> None:
+    for child in _children(p.pid):
+        os.kill(child, signal.SIGKILL)
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(c) for c in out.split()]
+
+
+def test_a_killed_sweeps_lock_is_taken_by_the_next_one(tmp_path):
+    """The client killed while its forked workers still live: the next sweep takes the lock
+    (it failed before, naming a pid that was gone)."""
+    folder = tmp_path / "killed"
+    holder = _holder(folder)
+    workers = _children(holder.pid)
+    try:
+        assert workers  # the forked worker outlives its client
+        holder.kill()
+        holder.wait()
+        start = time.monotonic()
+        with sweep.locked(folder, stale_wait=20):
+            assert (
+                folder / ".lock"
+            ).read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
+        assert time.monotonic() - start < 20
+    finally:
+        for w in workers:
+            os.kill(w, signal.SIGKILL)
+        _end(holder)
+
+
+def test_a_live_sweep_is_refused_at_once_naming_its_pid(tmp_path):
+    folder = tmp_path / "live"
+    holder = _holder(folder)
+    try:
+        start = time.monotonic()
+        with pytest.raises(
+            RuntimeError,
+            match=rf"another sweep is running in {folder} \(pid {holder.pid} on .*, alive\)",
+        ):
+            with sweep.locked(folder, stale_wait=30):
+                pass
+        assert time.monotonic() - start < 5  # refused, not waited for
+    finally:
+        _end(holder)
+    with sweep.locked(folder):  # free once it has ended
+        pass
+
+
+def test_a_lock_named_for_an_ended_process_is_waited_for_then_taken(tmp_path):
+    """A lock still held a moment after the process it names has ended (its workers
+    exiting) is waited for; one held longer than ``stale_wait`` gives an error saying the
+    holder is not alive."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folder = tmp_path / "ending"
+    folder.mkdir()
+
+    def hold(seconds: float) -> subprocess.Popen:
+        code = (
+            "import fcntl, sys, time\n"
+            f"f = open({str(folder / '.lock')!r}, 'w')\n"
+            "fcntl.flock(f, fcntl.LOCK_EX)\n"
+            f"f.write('pid {gone.pid} on {socket.gethostname()}\\n'); f.flush()\n"
+            "print('ready', flush=True)\n"
+            f"time.sleep({seconds})\n"
+        )
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        return p
+
+    p = hold(1.5)
+    try:
+        start = time.monotonic()
+        with sweep.locked(folder, stale_wait=30):
+            assert time.monotonic() - start > 1.0  # it waited for the release
+    finally:
+        _end(p)
+    p = hold(60)
+    try:
+        with pytest.raises(
+            RuntimeError,
+            match=rf"still locked 1 s after its holder ended \(pid {gone.pid} on .*not alive",
+        ):
+            with sweep.locked(folder, stale_wait=1):
+                pass
+    finally:
+        _end(p)
 
 
 def test_the_aggregate_tables_have_every_metric_and_the_spread(tmp_path):
