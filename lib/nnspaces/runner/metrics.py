@@ -11,7 +11,6 @@ here and is tested in one place (``tests/test_metrics.py``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,34 +19,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import paper
+from ..files import jsonable
 
 
 def _floats(values: Any) -> list[float | None]:
-    """Numbers as a JSON list; NaN and infinities become None."""
-    return [_float(v) for v in np.asarray(values, dtype=np.float64).ravel().tolist()]
-
-
-def _plain(value: Any) -> Any:
-    """Dicts, lists, arrays and numbers as JSON values (NaN and infinities become None)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return _float(value)
-    return value
+    """Numbers as a flat JSON list of floats (NaN and infinities become None)."""
+    return jsonable(np.asarray(values, dtype=np.float64).ravel())
 
 
 def _float(value: Any) -> float | None:
     """A number for JSON: NaN and infinities (which strict JSON has not) become None."""
-    v = float(value)
-    return v if math.isfinite(v) else None
+    return jsonable(float(value))
 
 
 @dataclass
@@ -99,10 +81,7 @@ class Fig2Metrics:
             "singular_values": _floats(self.singular_values),
             "condition_number": _float(self.condition_number),
             "per_layer": self.per_layer,
-            "operators": [
-                {k: _float(v) if isinstance(v, float) else v for k, v in row.items()}
-                for row in self.operators
-            ],
+            "operators": jsonable(self.operators),
         }
 
 
@@ -232,12 +211,9 @@ class Lesson6Metrics:
             "not_applicable": {n: dict(by) for n, by in self.not_applicable.items()},
             "min_max": {n: {m: brief(r) for m, r in by.items()} for n, by in self.min_max.items()},
             "walk": {
-                n: {layers: _plain(w) for layers, w in by.items()} for n, by in self.walk.items()
+                n: {layers: jsonable(w) for layers, w in by.items()} for n, by in self.walk.items()
             },
-            "heads": [
-                {k: _float(v) if isinstance(v, float) else v for k, v in row.items()}
-                for row in self.heads
-            ],
+            "heads": jsonable(self.heads),
         }
 
 
@@ -246,13 +222,18 @@ class Lesson6Metrics:
 
 @dataclass(frozen=True)
 class KeyNumber:
-    """One number of the run beside the paper's: ``value`` None when no metrics file has it."""
+    """One number of the run beside the paper's: ``value`` None when no metrics file has it.
+    ``kind`` is one of :data:`KEY_KINDS`, on ``network``; ``name`` the layer of a condition
+    number ("" for an accuracy)."""
 
     label: str
     value: float | None
     reference: paper.Reference
     source: str
     percent: bool = False
+    network: str = ""
+    kind: str = ""
+    name: str = ""
 
     @property
     def text(self) -> str:
@@ -272,6 +253,8 @@ def _accuracy(metrics: Mapping[str, dict], network: str) -> tuple[float | None, 
     return None, "no metrics file has it"
 
 
+#: The kinds of key numbers.
+KEY_KINDS = ("test accuracy", "condition number")
 #: Which figure's metrics file holds each network's condition number.
 CONDITION_NUMBER_FILE = {"fcnn1": Fig1Metrics.name, "resnet18": Fig2Metrics.name}
 
@@ -294,18 +277,32 @@ def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
     rows = []
     for net, ref in paper.ACCURACY.items():
         value, source = _accuracy(metrics, net)
-        rows.append(KeyNumber(f"{net} test accuracy", value, ref, source, percent=True))
+        rows.append(
+            KeyNumber(
+                f"{net} test accuracy",
+                value,
+                ref,
+                source,
+                percent=True,
+                network=net,
+                kind="test accuracy",
+            )
+        )
     for net, ref in paper.CONDITION_NUMBER.items():
         name = CONDITION_NUMBER_FILE[net]
         m = metrics.get(name) or {}
         ok = m.get("network") == net and _number(m.get("condition_number"))
         layer = paper.FIGURE_LAYER[net]
+        layer = f"layer {layer}" if layer.isdigit() else layer
         rows.append(
             KeyNumber(
-                f"{net} {'layer ' if layer.isdigit() else ''}{layer} condition number",
+                f"{net} {layer} condition number",
                 m["condition_number"] if ok else None,
                 ref,
                 f"{name}.json" if ok else "no metrics file has it",
+                network=net,
+                kind="condition number",
+                name=layer,
             )
         )
     return rows
