@@ -167,6 +167,19 @@ def test_key_numbers_text_percent_and_significant_digits():
     assert acc["fcnn5"].value is None and acc["fcnn5"].text == "missing"
 
 
+def test_key_numbers_carry_their_network_kind_and_layer():
+    """What the sweep's aggregate groups by, carried, not parsed back from the label."""
+    acc, cond = by_reference(key_numbers({"fig1": json_roundtrip(fig1())}))
+    for net, k in acc.items():
+        assert (k.network, k.kind, k.name) == (net, "test accuracy", "")
+    for net, k in cond.items():
+        layer = paper.FIGURE_LAYER[net]
+        name = f"layer {layer}" if layer.isdigit() else layer
+        assert (k.network, k.kind, k.name) == (net, "condition number", name)
+        assert k.label == f"{net} {name} condition number"
+    assert cond["fcnn1"].name == "layer 1"
+
+
 def test_fig1_and_fig2_accuracies_come_before_fig3s():
     m3 = json_roundtrip(fig3()[0])
     m3["networks"]["fcnn1"] = {"test_accuracy": 0.11, "methods": {}}

@@ -5,6 +5,7 @@ notebook; the ``notebook`` tests run fig1 on the smoke profile for real."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import jinja2
+import pandas as pd
 import pytest
 from helpers import fake_run, interrupting_run
 
@@ -20,8 +23,11 @@ from nnspaces.cli import main
 from nnspaces.paths import REPO_ROOT
 from nnspaces.runner.config import RunConfig
 from nnspaces.runner.execute import run_notebooks
+from nnspaces.runner.html import environment
 from nnspaces.runner.sweep import engine as sweep
+from nnspaces.runner.sweep.aggregate import Spread, spread, summarise, write_sweep_report
 from nnspaces.runner.sweep.engine import SweepSpec, plan, run_sweep
+from nnspaces.runner.sweep.folder import claim, store
 
 FIG1 = "fig1_fcnn_signal_space"
 
@@ -437,3 +443,54 @@ def test_the_command_line_exits_non_zero_and_names_the_failed_runs(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["sweep", "--profile", "smoke"])  # neither a file nor a name
     assert "give a sweep file or --name" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the spread
+
+
+def test_the_spread_is_the_t_interval_of_the_finite_values():
+    """By hand: 1, 2, 4 (None, NaN and infinity not counted) have mean 7/3, sample standard
+    deviation sqrt(7/3), and t(0.975, 2) = 4.302652729749464 (the normal's 1.96 would give an
+    interval less than half as wide)."""
+    s = spread([1.0, None, 2.0, math.nan, 4.0, math.inf])
+    std = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    half = 4.302652729749464 * std / math.sqrt(3)
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3, rel=1e-12)
+    assert s.std == pytest.approx(math.sqrt(7 / 3), rel=1e-12) == pytest.approx(std, rel=1e-12)
+    assert (s.low, s.high) == pytest.approx((7 / 3 - half, 7 / 3 + half), rel=1e-12)
+    assert spread([5.0, None]) == Spread(1, 5.0, None, None, None)  # no interval from one
+    assert spread([None, math.nan]) == Spread(0, None, None, None, None)
+
+
+def test_summarise_groups_in_first_seen_order_with_every_value_and_the_papers():
+    table = pd.DataFrame(
+        [
+            {"dataset": "b", "kind": "k", "value": 1.0, "paper": 7.0},
+            {"dataset": "a", "kind": "k", "value": 10.0, "paper": None},
+            {"dataset": "b", "kind": "k", "value": None, "paper": 7.0},
+            {"dataset": "b", "kind": "k", "value": 3.0, "paper": 7.0},
+            {"dataset": "a", "kind": "j", "value": None, "paper": None},  # nothing to show
+        ],
+        dtype=object,
+    )
+    rows = summarise(table, ["dataset", "kind"]).to_dict("records")
+    assert [(r["dataset"], r["kind"]) for r in rows] == [("b", "k"), ("a", "k")]
+    b, a = rows
+    assert b["values"] == [1.0, None, 3.0] and b["paper"] == 7.0
+    assert (b["n"], b["mean"], b["std"]) == (2, 2.0, pytest.approx(math.sqrt(2)))
+    half = 12.706204736174698 * math.sqrt(2) / math.sqrt(2)  # t(0.975, 1)
+    assert (b["low"], b["high"]) == pytest.approx((2.0 - half, 2.0 + half))
+    assert (a["n"], a["mean"]) == (1, 10.0) and pd.isna(a["paper"]) and pd.isna(a["low"])
+
+
+def test_the_sweep_page_escapes_what_a_run_reports(tmp_path):
+    """One template environment, autoescaped: a failed run's error is shown as text."""
+    folder = tmp_path / "sw"
+    spec = _spec(grid={"seed": [0]})
+    claim(folder.mkdir() or folder, spec)
+    store(folder, plan(spec)[0], {"status": "failed", "error": "<b>bad</b> & worse"})
+    write_sweep_report(folder)
+    page = (folder / "index.html").read_text()
+    assert "&lt;b&gt;bad&lt;/b&gt; &amp; worse" in page and "<b>bad</b>" not in page
+    with pytest.raises(jinja2.UndefinedError):
+        environment().from_string("{{ nothing.here }}").render()
