@@ -32,7 +32,7 @@ from .. import paper
 from ..files import atomic_write, leaves
 from ..paths import TEMPLATES
 from .html import now, write_page
-from .metrics import inversion_table, key_numbers
+from .metrics import MetricsLayoutError, inversion_table, key_numbers
 from .notebooks import caption, figure_rank, names_of_kind, notebook, runner_notebooks
 
 #: What :meth:`nnspaces.runner.config.RunContext.save_metrics` writes beside each figure's metrics.
@@ -148,11 +148,7 @@ def _read_metrics(folder: _Folder, run: dict | None) -> dict[str, dict]:
 
 def _numbers(folder: _Folder, metrics: dict[str, dict]) -> tuple[list[dict], dict[str, Any]]:
     """The key-numbers rows and the inversion table, from the metrics readers."""
-    try:
-        keys = key_numbers(metrics)
-    except (AttributeError, TypeError, KeyError) as e:  # a file from an older layout
-        folder.problems.append(f"the key numbers could not be read: {type(e).__name__}: {e}")
-        keys = key_numbers({})
+    keys = key_numbers(metrics)  # a file of another layout: its numbers are missing
     rows = [
         {
             "label": k.label,
@@ -170,11 +166,8 @@ def _numbers(folder: _Folder, metrics: dict[str, dict]) -> tuple[list[dict], dic
     fig3 = metrics.get("fig3")
     try:
         networks, table = inversion_table(fig3, metrics.get("lesson5"))
-    except (AttributeError, TypeError, KeyError) as e:
-        folder.problems.append(
-            f"fig3.json does not have the layout nnspaces.runner.metrics writes "
-            f"({type(e).__name__}: {e}); rerun its notebook"
-        )
+    except MetricsLayoutError as e:
+        folder.problems.append(str(e))
         networks, table = [], {}
     inversion = {
         "networks": networks,
