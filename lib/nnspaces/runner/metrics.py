@@ -65,12 +65,8 @@ class _Metrics:
                 f"({cls.__name__}; it has {', '.join(map(str, data)) or 'nothing'}; "
                 f"{type(e).__name__}: {e}); rerun its notebook"
             ) from None
-        blank = {
-            f.name: None
-            for f in fields(cls)
-            if f.default is MISSING and f.default_factory is MISSING
-        }
-        return cls(**(blank | values))
+        required = [f for f in fields(cls) if MISSING is f.default and MISSING is f.default_factory]
+        return cls(**({f.name: None for f in required} | values))
 
     @classmethod
     def _fields(cls, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,18 +315,24 @@ class Lesson6Metrics(_Metrics):
 
 @dataclass(frozen=True)
 class KeyNumber:
-    """One number of the run beside the paper's: ``value`` None when no metrics file has it.
-    ``kind`` is one of :data:`KEY_KINDS`, on ``network``; ``name`` the layer of a condition
-    number ("" for an accuracy)."""
+    """One number of the run beside the paper's: the ``kind`` (one of :data:`KEY_KINDS`) of
+    ``network`` (``name``: a condition number's layer, "" for an accuracy); ``value`` None
+    when no metrics file has it, ``source`` the file it was read from, or why it is missing."""
 
-    label: str
+    network: str
+    kind: str
+    name: str
     value: float | None
     reference: paper.Reference
     source: str
-    percent: bool = False
-    network: str = ""
-    kind: str = ""
-    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return " ".join(part for part in (self.network, self.name, self.kind) if part)
+
+    @property
+    def percent(self) -> bool:
+        return self.kind == "test accuracy"
 
     @property
     def text(self) -> str:
@@ -386,34 +388,15 @@ def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
             value, source = found[0].test_accuracy, f"{found[0].name}.json"
         elif fig3 and _number(fig3.accuracy.get(net)):
             value, source = fig3.accuracy[net], f"fig3.json: networks / {net}"
-        rows.append(
-            KeyNumber(
-                f"{net} test accuracy",
-                value,
-                ref,
-                source,
-                percent=True,
-                network=net,
-                kind="test accuracy",
-            )
-        )
+        rows.append(KeyNumber(net, "test accuracy", "", value, ref, source))
     for net, ref in paper.CONDITION_NUMBER.items():
         name = CONDITION_NUMBER_FILE[net]
         m = files[name]
         ok = m is not None and m.network == net and _number(m.condition_number)
         layer = paper.FIGURE_LAYER[net]
         layer = f"layer {layer}" if layer.isdigit() else layer
-        rows.append(
-            KeyNumber(
-                f"{net} {layer} condition number",
-                m.condition_number if ok else None,
-                ref,
-                f"{name}.json" if ok else none,
-                network=net,
-                kind="condition number",
-                name=layer,
-            )
-        )
+        value, source = (m.condition_number, f"{name}.json") if ok else (None, none)
+        rows.append(KeyNumber(net, "condition number", layer, value, ref, source))
     return rows
 
 
