@@ -3,9 +3,10 @@
 A notebook's last cell builds one of these dataclasses from what it computed and saves it
 with :meth:`nnspaces.runner.config.RunContext.save_metrics` (``metrics/<name>.json``: ``fig1``,
 ``fig2``, ``fig3``, then ``lesson4`` and ``lesson5``, the lessons beyond Figure 3). The report,
-the runner's summary and the README generator read the files through :func:`key_numbers` and
-:func:`inversion_table`, which know the keys the dataclasses write: the metrics contract lives
-here and is tested in one place (``tests/test_metrics.py``).
+the runner's summary and the README generator read the files back as the same dataclasses
+(``from_dict``, the inverse of ``to_dict``) through :func:`key_numbers`,
+:func:`inversion_table` and :func:`recognition_table`: the metrics contract lives here and is
+tested in one place (``tests/runner/test_metrics.py``).
 """
 
 from __future__ import annotations
