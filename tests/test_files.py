@@ -2,6 +2,7 @@
 destination, with the permissions ``open()`` would give it."""
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from helpers import mode, umask
 
-from nnspaces.files import atomic_write, write_json
+from nnspaces.files import atomic_write, jsonable, leaves, to_json, write_json
 
 
 def test_text_bytes_and_folders(tmp_path):
@@ -142,3 +143,60 @@ def test_write_json_refuses_what_it_cannot_write_and_writes_nothing(tmp_path):
         write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_non_finite_numbers_are_written_as_null_never_nan(tmp_path):
+    """Strict JSON has no NaN: every kind of non-finite number (Python, numpy, in arrays and
+    tensors, as a dict value or a list entry) is written as null; finite ones keep their
+    value and numpy integers stay integers."""
+    obj = {
+        "nan": float("nan"),
+        "inf": -math.inf,
+        "np": np.float32("nan"),
+        "array": np.array([[1.0, np.nan], [np.inf, 2.5]]),
+        "tensor": torch.tensor([math.nan, 0.5]),
+        "count": np.int64(3),
+        "flag": np.bool_(True),
+        "nested": [{"x": (np.float64(0.25), math.inf)}],
+    }
+    path = write_json(tmp_path / "x.json", obj)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the file")
+
+    assert json.loads(text, parse_constant=refuse) == {
+        "nan": None,
+        "inf": None,
+        "np": None,
+        "array": [[1.0, None], [None, 2.5]],
+        "tensor": [None, 0.5],
+        "count": 3,
+        "flag": True,
+        "nested": [{"x": [0.25, None]}],
+    }
+    assert isinstance(jsonable(np.int64(3)), int) and jsonable(np.bool_(False)) is False
+    assert to_json({"a": [1, None]}, indent=None) == '{"a": [1, null]}'
+
+
+def test_leaves_walks_dicts_and_lists_of_dicts_and_keeps_other_lists_whole():
+    obj = {
+        "a": {"b": [1, 2], "c": {}},
+        "rows": [{"x": 1}, {"x": [3, 4]}],
+        "grid": [[1, 2], [3]],
+        "settings": {"lr": 0.1},
+        "text": "t",
+    }
+    assert list(leaves(obj)) == [
+        (("a", "b"), [1, 2]),
+        (("a", "c"), {}),
+        (("rows", 0, "x"), 1),
+        (("rows", 1, "x"), [3, 4]),
+        (("grid",), [[1, 2], [3]]),
+        (("settings", "lr"), 0.1),
+        (("text",), "t"),
+    ]
+    kept = list(leaves(obj, keep=lambda p: p[-1] != "settings" and not isinstance(p[-1], int)))
+    assert [p for p, _ in kept] == [("a", "b"), ("a", "c"), ("grid",), ("text",)]
+    assert list(leaves({})) == [((), {})]

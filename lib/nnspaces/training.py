@@ -14,12 +14,11 @@ import dataclasses
 import hashlib
 import json
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from .data import Dataset, make_loader
@@ -243,23 +242,12 @@ def get_trained(
         return _load_or_train(config, data, key, path, device, progress)
 
 
-@contextmanager
-def _cache_lock(path: Path) -> Iterator[None]:
-    """Held while one checkpoint is read or trained: a process that wants the same network
-    at the same time (notebooks run side by side) waits, then loads what this one saved,
-    instead of training it twice. (Where there is no ``fcntl``, nothing is locked.)"""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+def _cache_lock(path: Path) -> FileLock:
+    """Held while one checkpoint is read or trained (``<checkpoint>.lock``): a process that
+    wants the same network at the same time (notebooks run side by side) waits, then loads
+    what this one saved, instead of training it twice."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return FileLock(path.with_suffix(".lock"))
 
 
 def _load_or_train(config, data, key, path, device, progress) -> TrainedNetwork:

@@ -3,6 +3,7 @@ RunContext.save_metrics) is what key_numbers and inversion_table read back, numb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -23,6 +24,7 @@ from nnspaces.runner.metrics import (
     Lesson4Metrics,
     Lesson5Metrics,
     Lesson6Metrics,
+    MetricsLayoutError,
     inversion_table,
     key_numbers,
     recognition_table,
@@ -165,6 +167,19 @@ def test_key_numbers_text_percent_and_significant_digits():
     assert acc["fcnn1"].text == "91.2%" and acc["resnet18"].text == "98.8%"
     assert cond["fcnn1"].text == "7.31" and cond["resnet18"].text == "1.07"
     assert acc["fcnn5"].value is None and acc["fcnn5"].text == "missing"
+
+
+def test_key_numbers_carry_their_network_kind_and_layer():
+    """What the sweep's aggregate groups by, carried, not parsed back from the label."""
+    acc, cond = by_reference(key_numbers({"fig1": json_roundtrip(fig1())}))
+    for net, k in acc.items():
+        assert (k.network, k.kind, k.name) == (net, "test accuracy", "")
+    for net, k in cond.items():
+        layer = paper.FIGURE_LAYER[net]
+        name = f"layer {layer}" if layer.isdigit() else layer
+        assert (k.network, k.kind, k.name) == (net, "condition number", name)
+        assert k.label == f"{net} {name} condition number"
+    assert cond["fcnn1"].name == "layer 1"
 
 
 def test_fig1_and_fig2_accuracies_come_before_fig3s():
@@ -355,3 +370,74 @@ def test_lesson6_json_keeps_counts_probabilities_walks_and_heads():
     assert d["not_applicable"]["vit"]["exact"] == "not a Linear/SELU stack"
     assert d["heads"][0]["condition_number"] == 2.5 and d["level"] == 0.9
     assert Lesson6Metrics.name == "lesson6"
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def lesson6() -> Lesson6Metrics:
+    return Lesson6Metrics(
+        accuracy={"vit": 0.95},
+        level=0.9,
+        probability={"vit": {"lm log-odds": result("vit", "lm", 3)}},
+        not_applicable={"vit": {"exact": "not a Linear/SELU stack"}},
+        min_max={"vit": {"lm": result("vit", "lm", 4)}},
+        walk={"fcnn5": {"all": {"k": 2, "success": [True, False]}}},
+        heads=[{"layer": "encoder.layers.0", "head": 0, "rank": 16, "condition_number": 2.5}],
+    )
+
+
+def test_every_field_written_is_read_back_as_its_dataclass():
+    """from_dict is to_dict's inverse: every field holds what the file has for it (results
+    as the dicts written), and the keys save_metrics adds beside them are not fields."""
+    saved = {"profile": "smoke", "dataset": "mnist-embedded", "n_train": 500}
+    for m in (fig1(), fig2(), lesson6()):
+        d = strict_json(m)
+        back = type(m).from_dict(saved | d)
+        assert isinstance(back, type(m))
+        assert {f.name: getattr(back, f.name) for f in dataclasses.fields(m)} == d
+    d = strict_json(fig3()[0])
+    back = Fig3Metrics.from_dict(saved | d)
+    nets = d["networks"]
+    assert back.accuracy == {"fcnn5": 0.9654, "resnet18": 0.5}
+    assert back.results == {n: e["methods"] for n, e in nets.items()}
+    assert back.cross_model == {"fcnn5": {"descent": {"resnet18": 7}}, "resnet18": {}}
+    assert back.targets == "min-max"
+    d = strict_json(lesson4())
+    back = Lesson4Metrics.from_dict(d)
+    assert back.results == {"fcnn5": d["networks"]["fcnn5"]["methods"], "fcnn1": {}}
+    assert back.null_space == {"fcnn1": d["networks"]["fcnn1"]["null_space"]}
+    assert back.walk == d["walk"] and back.targets == d["targets"]
+    d = strict_json(lesson5())
+    back = Lesson5Metrics.from_dict(d)
+    run = dict(d["priors"]["runs"]["tv 0.1"])
+    assert run.pop("recognised_by_others") == 4
+    assert back.natural == {"resnet18": d["networks"]["resnet18"]["natural"]}
+    assert back.priors == {"tv 0.1": run} and back.priors_recognised == {"tv 0.1": 4}
+    assert back.priors_network == "resnet18"
+
+
+def test_a_missing_optional_field_is_tolerated_and_another_layout_is_named():
+    back = Fig2Metrics.from_dict({"network": "resnet18", "test_accuracy": 0.9})
+    assert (back.network, back.test_accuracy, back.epochs) == ("resnet18", 0.9, None)
+    assert back.per_layer == [] and back.operators == []
+    back = Fig3Metrics.from_dict({"networks": {"fcnn5": {"test_accuracy": 0.5}}})
+    assert (back.accuracy, back.results, back.cross_model) == (
+        {"fcnn5": 0.5},
+        {"fcnn5": {}},
+        {"fcnn5": {}},
+    )
+    with pytest.raises(MetricsLayoutError, match=r"fig1\.json does not have the layout .*network"):
+        Fig1Metrics.from_dict(strict_json(fig3()[0]))
+    with pytest.raises(MetricsLayoutError, match=r"networks/fcnn5/methods is not a dict of dicts"):
+        Fig3Metrics.from_dict({"networks": {"fcnn5": {"methods": {"descent": [0.1]}}}})
+    with pytest.raises(MetricsLayoutError, match=r"lesson5\.json holds a list, not a dict"):
+        Lesson5Metrics.from_dict([1])
+
+
+def test_a_file_of_another_layout_gives_missing_key_numbers_saying_why():
+    rows = key_numbers({"fig1": {"networks": []}, "fig2": json_roundtrip(fig2())})
+    acc, cond = by_reference(rows)
+    assert acc["fcnn1"].value is None
+    assert acc["fcnn1"].source == "no metrics file has it (fig1.json: another layout)"
+    assert cond["resnet18"].value == 1.0712  # the other files are still read

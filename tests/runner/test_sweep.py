@@ -5,9 +5,17 @@ notebook; the ``notebook`` tests run fig1 on the smoke profile for real."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 
+import jinja2
+import pandas as pd
 import pytest
 from helpers import fake_run, interrupting_run
 
@@ -15,8 +23,11 @@ from nnspaces.cli import main
 from nnspaces.paths import REPO_ROOT
 from nnspaces.runner.config import RunConfig
 from nnspaces.runner.execute import run_notebooks
+from nnspaces.runner.html import environment
 from nnspaces.runner.sweep import engine as sweep
+from nnspaces.runner.sweep.aggregate import Spread, spread, summarise, write_sweep_report
 from nnspaces.runner.sweep.engine import SweepSpec, plan, run_sweep
+from nnspaces.runner.sweep.folder import claim, store
 
 FIG1 = "fig1_fcnn_signal_space"
 
@@ -195,6 +206,117 @@ def test_two_sweeps_on_one_folder_do_not_mix(tmp_path):
         _fake_sweep(plain, _spec(grid={"seed": [0]}))
 
 
+def _holder(folder, then: str = "time.sleep(120)") -> subprocess.Popen:
+    """A process that takes ``folder``'s sweep lock, starts a forked worker that outlives it
+    (as a killed client's pool does), says ``ready`` and runs ``then``."""
+    code = (
+        "import multiprocessing as mp, sys, time\n"
+        "from pathlib import Path\n"
+        "from nnspaces.runner.sweep.folder import locked\n"
+        f"with locked(Path({str(folder)!r})):\n"
+        "    mp.get_context('fork').Process(target=time.sleep, args=(120,), daemon=False).start()\n"
+        "    print('ready', flush=True)\n"
+        f"    {then}\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def _end(p: subprocess.Popen) -> None:
+    for child in _children(p.pid):
+        os.kill(child, signal.SIGKILL)
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(c) for c in out.split()]
+
+
+def test_a_killed_sweeps_lock_is_taken_by_the_next_one(tmp_path):
+    """The client killed while its forked workers still live: the next sweep takes the lock
+    (it failed before, naming a pid that was gone)."""
+    folder = tmp_path / "killed"
+    holder = _holder(folder)
+    workers = _children(holder.pid)
+    try:
+        assert workers  # the forked worker outlives its client
+        holder.kill()
+        holder.wait()
+        start = time.monotonic()
+        with sweep.locked(folder, stale_wait=20):
+            assert (
+                folder / ".lock"
+            ).read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
+        assert time.monotonic() - start < 20
+    finally:
+        for w in workers:
+            os.kill(w, signal.SIGKILL)
+        _end(holder)
+
+
+def test_a_live_sweep_is_refused_at_once_naming_its_pid(tmp_path):
+    folder = tmp_path / "live"
+    holder = _holder(folder)
+    try:
+        start = time.monotonic()
+        with pytest.raises(
+            RuntimeError,
+            match=rf"another sweep is running in {folder} \(pid {holder.pid} on .*, alive\)",
+        ):
+            with sweep.locked(folder, stale_wait=30):
+                pass
+        assert time.monotonic() - start < 5  # refused, not waited for
+    finally:
+        _end(holder)
+    with sweep.locked(folder):  # free once it has ended
+        pass
+
+
+def test_a_lock_named_for_an_ended_process_is_waited_for_then_taken(tmp_path):
+    """A lock still held a moment after the process it names has ended (its workers
+    exiting) is waited for; one held longer than ``stale_wait`` gives an error saying the
+    holder is not alive."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folder = tmp_path / "ending"
+    folder.mkdir()
+
+    def hold(seconds: float) -> subprocess.Popen:
+        code = (
+            "import fcntl, sys, time\n"
+            f"f = open({str(folder / '.lock')!r}, 'w')\n"
+            "fcntl.flock(f, fcntl.LOCK_EX)\n"
+            f"f.write('pid {gone.pid} on {socket.gethostname()}\\n'); f.flush()\n"
+            "print('ready', flush=True)\n"
+            f"time.sleep({seconds})\n"
+        )
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        return p
+
+    p = hold(1.5)
+    try:
+        start = time.monotonic()
+        with sweep.locked(folder, stale_wait=30):
+            assert time.monotonic() - start > 1.0  # it waited for the release
+    finally:
+        _end(p)
+    p = hold(60)
+    try:
+        with pytest.raises(
+            RuntimeError,
+            match=rf"still locked 1 s after its holder ended \(pid {gone.pid} on .*not alive",
+        ):
+            with sweep.locked(folder, stale_wait=1):
+                pass
+    finally:
+        _end(p)
+
+
 def test_the_aggregate_tables_have_every_metric_and_the_spread(tmp_path):
     folder = tmp_path / "sw"
     _fake_sweep(
@@ -321,3 +443,54 @@ def test_the_command_line_exits_non_zero_and_names_the_failed_runs(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["sweep", "--profile", "smoke"])  # neither a file nor a name
     assert "give a sweep file or --name" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the spread
+
+
+def test_the_spread_is_the_t_interval_of_the_finite_values():
+    """By hand: 1, 2, 4 (None, NaN and infinity not counted) have mean 7/3, sample standard
+    deviation sqrt(7/3), and t(0.975, 2) = 4.302652729749464 (the normal's 1.96 would give an
+    interval less than half as wide)."""
+    s = spread([1.0, None, 2.0, math.nan, 4.0, math.inf])
+    std = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    half = 4.302652729749464 * std / math.sqrt(3)
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3, rel=1e-12)
+    assert s.std == pytest.approx(math.sqrt(7 / 3), rel=1e-12) == pytest.approx(std, rel=1e-12)
+    assert (s.low, s.high) == pytest.approx((7 / 3 - half, 7 / 3 + half), rel=1e-12)
+    assert spread([5.0, None]) == Spread(1, 5.0, None, None, None)  # no interval from one
+    assert spread([None, math.nan]) == Spread(0, None, None, None, None)
+
+
+def test_summarise_groups_in_first_seen_order_with_every_value_and_the_papers():
+    table = pd.DataFrame(
+        [
+            {"dataset": "b", "kind": "k", "value": 1.0, "paper": 7.0},
+            {"dataset": "a", "kind": "k", "value": 10.0, "paper": None},
+            {"dataset": "b", "kind": "k", "value": None, "paper": 7.0},
+            {"dataset": "b", "kind": "k", "value": 3.0, "paper": 7.0},
+            {"dataset": "a", "kind": "j", "value": None, "paper": None},  # nothing to show
+        ],
+        dtype=object,
+    )
+    rows = summarise(table, ["dataset", "kind"]).to_dict("records")
+    assert [(r["dataset"], r["kind"]) for r in rows] == [("b", "k"), ("a", "k")]
+    b, a = rows
+    assert b["values"] == [1.0, None, 3.0] and b["paper"] == 7.0
+    assert (b["n"], b["mean"], b["std"]) == (2, 2.0, pytest.approx(math.sqrt(2)))
+    half = 12.706204736174698 * math.sqrt(2) / math.sqrt(2)  # t(0.975, 1)
+    assert (b["low"], b["high"]) == pytest.approx((2.0 - half, 2.0 + half))
+    assert (a["n"], a["mean"]) == (1, 10.0) and pd.isna(a["paper"]) and pd.isna(a["low"])
+
+
+def test_the_sweep_page_escapes_what_a_run_reports(tmp_path):
+    """One template environment, autoescaped: a failed run's error is shown as text."""
+    folder = tmp_path / "sw"
+    spec = _spec(grid={"seed": [0]})
+    claim(folder.mkdir() or folder, spec)
+    store(folder, plan(spec)[0], {"status": "failed", "error": "<b>bad</b> & worse"})
+    write_sweep_report(folder)
+    page = (folder / "index.html").read_text()
+    assert "&lt;b&gt;bad&lt;/b&gt; &amp; worse" in page and "<b>bad</b>" not in page
+    with pytest.raises(jinja2.UndefinedError):
+        environment().from_string("{{ nothing.here }}").render()

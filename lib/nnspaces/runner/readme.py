@@ -17,7 +17,7 @@ from typing import Any
 
 from ..files import atomic_write, write_json
 from ..paths import README, README_SNAPSHOT
-from .metrics import inversion_table, key_numbers, read_metrics
+from .metrics import Lesson5Metrics, inversion_table, key_numbers, read_back, read_metrics
 
 SNAPSHOT = README_SNAPSHOT
 START = "<!-- nnspaces:numbers:start (written by `python -m nnspaces readme`; do not edit) -->"
@@ -31,11 +31,8 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
     if not metrics:
         raise FileNotFoundError(f"{out_dir}/metrics holds no metrics: run the notebooks first")
     networks, table = inversion_table(metrics.get("fig3"), metrics.get("lesson5"))
-    natural = {
-        net: entry["natural"]
-        for net, entry in ((metrics.get("lesson5") or {}).get("networks") or {}).items()
-        if (entry or {}).get("natural")
-    }
+    lesson5 = read_back(Lesson5Metrics, metrics.get(Lesson5Metrics.name))
+    natural = lesson5.natural if lesson5 else {}
     data = next(iter(metrics.values()))
     return {
         "run": {k: data.get(k) for k in ("profile", "dataset", "n_train", "n_test", "source")},

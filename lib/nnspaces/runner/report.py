@@ -17,7 +17,6 @@ never silently dropped.
 
 from __future__ import annotations
 
-import datetime as _dt
 import filecmp
 import importlib.util
 import json
@@ -25,17 +24,15 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import jinja2
-
 from .. import paper
-from ..files import atomic_write
+from ..files import atomic_write, leaves
 from ..paths import TEMPLATES
-from .metrics import inversion_table, key_numbers
+from .html import now, write_page
+from .metrics import MetricsLayoutError, inversion_table, key_numbers
 from .notebooks import caption, figure_rank, names_of_kind, notebook, runner_notebooks
 
 #: What :meth:`nnspaces.runner.config.RunContext.save_metrics` writes beside each figure's metrics.
@@ -97,7 +94,7 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return str(value) if not math.isfinite(value) else f"{value:.4g}"
     if isinstance(value, dict):
-        return "{}"  # an empty one: _leaves walks the others
+        return "{}"  # an empty one: leaves() walks the others
     if isinstance(value, list):
         flat = list(_flatten(value))
         nested = len(flat) != len(value)
@@ -113,19 +110,6 @@ def _flatten(values: list) -> Iterator[Any]:
             yield from _flatten(v)
         else:
             yield v
-
-
-def _leaves(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
-    """Every leaf of a metrics file as ("a / b / 0 / c", its text); a list without dicts in
-    it (numbers, strings, rows of numbers) is one leaf."""
-    if isinstance(obj, dict) and obj:
-        for k, v in obj.items():
-            yield from _leaves(v, (*path, str(k)))
-    elif isinstance(obj, list) and any(isinstance(v, dict) for v in _flatten(obj)):
-        for i, v in enumerate(obj):
-            yield from _leaves(v, (*path, str(i)))
-    else:
-        yield " / ".join(path), _text(obj)
 
 
 # --------------------------------------------------------------------------- the sections
@@ -164,11 +148,7 @@ def _read_metrics(folder: _Folder, run: dict | None) -> dict[str, dict]:
 
 def _numbers(folder: _Folder, metrics: dict[str, dict]) -> tuple[list[dict], dict[str, Any]]:
     """The key-numbers rows and the inversion table, from the metrics readers."""
-    try:
-        keys = key_numbers(metrics)
-    except (AttributeError, TypeError, KeyError) as e:  # a file from an older layout
-        folder.problems.append(f"the key numbers could not be read: {type(e).__name__}: {e}")
-        keys = key_numbers({})
+    keys = key_numbers(metrics)  # a file of another layout: its numbers are missing
     rows = [
         {
             "label": k.label,
@@ -186,11 +166,8 @@ def _numbers(folder: _Folder, metrics: dict[str, dict]) -> tuple[list[dict], dic
     fig3 = metrics.get("fig3")
     try:
         networks, table = inversion_table(fig3, metrics.get("lesson5"))
-    except (AttributeError, TypeError, KeyError) as e:
-        folder.problems.append(
-            f"fig3.json does not have the layout nnspaces.runner.metrics writes "
-            f"({type(e).__name__}: {e}); rerun its notebook"
-        )
+    except MetricsLayoutError as e:
+        folder.problems.append(str(e))
         networks, table = [], {}
     inversion = {
         "networks": networks,
@@ -334,18 +311,6 @@ def _figures(folder: _Folder, run: dict | None) -> list[dict]:
 # --------------------------------------------------------------------------- the page
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
 def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
     """Write ``<out_dir>/index.html`` (and ``<out_dir>/html/<notebook>.html`` for each executed
     notebook, unless ``render_notebooks`` is False) and return its path."""
@@ -364,37 +329,37 @@ def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
     notebooks, total = _notebooks(folder, run, render_notebooks)
     figures = _figures(folder, run)
     parameters = (run or {}).get("parameters")
-    page = (
-        _environment()
-        .get_template("report.html")
-        .render(
-            profile=str((run or {}).get("profile") or out_dir.name),
-            citation=paper.CITATION,
-            written=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            source=str(out_dir.resolve()),
-            key_numbers=key_rows,
-            inversion=inversion,
-            notebooks=notebooks,
-            total_seconds=total,
-            wall=(run or {}).get("seconds"),
-            jobs=(run or {}).get("jobs", 1),
-            data_keys=DATA_KEYS,
-            data_rows=[
-                (name, [_text(m.get(k, "-")) for k in DATA_KEYS])
-                for name, m in metrics.items()
-                if "dataset" in m
-            ],
-            parameters=[
-                (str(k), json.dumps(v))
-                for k, v in (parameters.items() if isinstance(parameters, dict) else ())
-            ],
-            figures=figures,
-            metrics=[(name, list(_leaves(m))) for name, m in metrics.items()],
-            screenshots=[
-                {"src": folder.href(p), "name": p.name}
-                for p in sorted((out_dir.parent / "browser").glob("*.png"))
-            ],
-            problems=folder.problems,
-        )
+    return write_page(
+        out_dir / "index.html",
+        "report.html",
+        profile=str((run or {}).get("profile") or out_dir.name),
+        citation=paper.CITATION,
+        written=now(),
+        source=str(out_dir.resolve()),
+        key_numbers=key_rows,
+        inversion=inversion,
+        notebooks=notebooks,
+        total_seconds=total,
+        wall=(run or {}).get("seconds"),
+        jobs=(run or {}).get("jobs", 1),
+        data_keys=DATA_KEYS,
+        data_rows=[
+            (name, [_text(m.get(k, "-")) for k in DATA_KEYS])
+            for name, m in metrics.items()
+            if "dataset" in m
+        ],
+        parameters=[
+            (str(k), json.dumps(v))
+            for k, v in (parameters.items() if isinstance(parameters, dict) else ())
+        ],
+        figures=figures,
+        metrics=[
+            (name, [(" / ".join(map(str, p)), _text(v)) for p, v in leaves(m)])
+            for name, m in metrics.items()
+        ],
+        screenshots=[
+            {"src": folder.href(p), "name": p.name}
+            for p in sorted((out_dir.parent / "browser").glob("*.png"))
+        ],
+        problems=folder.problems,
     )
-    return atomic_write(out_dir / "index.html", page)

@@ -17,27 +17,25 @@ paper's numbers from :mod:`nnspaces.paper`.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import datetime as _dt
-import io
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
+import pandas as pd
+from scipy import stats
 
 from ... import paper
-from ...files import atomic_write
-from ...paths import TEMPLATES
-from ..metrics import inversion_table, key_numbers, read_metrics, recognition_table
+from ...files import atomic_write, leaves
+from ..html import now, write_page
+from ..metrics import KEY_KINDS, inversion_table, key_numbers, read_metrics, recognition_table
 
 #: The quantities shown with their spread, in this order; inversion errors on a log scale.
-KINDS = ("test accuracy", "condition number", "inversion error", "recognised")
+KINDS = (*KEY_KINDS, "inversion error", "recognised")
 LOG_KINDS = ("inversion error",)
 #: The grid parameter whose values are repetitions rather than settings.
 REPEAT = "seed"
@@ -58,12 +56,10 @@ class Quantity:
 def quantities(metrics: Mapping[str, dict]) -> list[Quantity]:
     """A run's accuracies and condition numbers (with the paper's), and per network and
     method the median inversion error and the fraction of digits recognised."""
-    out = []
-    for k in key_numbers(metrics):
-        network, _, rest = k.label.partition(" ")
-        kind = "test accuracy" if rest == "test accuracy" else "condition number"
-        name = rest.removesuffix("test accuracy").removesuffix(" condition number")
-        out.append(Quantity(kind, network, name, k.value, k.reference.value))
+    out = [
+        Quantity(k.kind, k.network, k.name, k.value, k.reference.value)
+        for k in key_numbers(metrics)
+    ]
     fig3, lesson5 = metrics.get("fig3"), metrics.get("lesson5")
     for kind, table in (
         ("inversion error", inversion_table(fig3, lesson5)[1]),
@@ -75,33 +71,37 @@ def quantities(metrics: Mapping[str, dict]) -> list[Quantity]:
     return out
 
 
-def _leaves(obj: Any, path: str = "") -> Iterator[tuple[str, float]]:
-    """Every number in a metrics file as (path, value); a list of numbers gives one per
-    element (``path[i]``); settings and text are not metrics."""
-    if isinstance(obj, Mapping):
-        for key, value in obj.items():
-            if key != "settings":
-                yield from _leaves(value, f"{path}/{key}" if path else str(key))
-    elif isinstance(obj, list):
-        if all(isinstance(v, int | float | bool) or v is None for v in obj):
-            for i, v in enumerate(obj):
-                if v is not None:
-                    yield f"{path}[{i}]", float(v)
-    elif isinstance(obj, int | float | bool):
-        yield path, float(obj)
+def _is_metric(path: tuple) -> bool:
+    """Settings are not metrics, and lists are leaves (a list of numbers gives one per entry)."""
+    return path[-1] != "settings" and not isinstance(path[-1], int)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float | bool)
 
 
 def tidy_rows(metrics: Mapping[str, dict]) -> list[dict[str, Any]]:
     """Every number of a run's metrics files: file, network (where the path names one),
-    metric, value."""
+    metric, value. A list of numbers gives one row per entry (``metric[i]``; missing ones
+    are left out); other lists and text are not metrics."""
     rows = []
     for file, content in metrics.items():
-        for path, value in _leaves(content):
-            network = content.get("network", "") if isinstance(content, Mapping) else ""
-            parts = path.split("/")
-            if parts[0] == "networks" and len(parts) > 2:
-                network, path = parts[1], "/".join(parts[2:])
-            rows.append({"file": file, "network": network, "metric": path, "value": value})
+        for keys, value in leaves(content, keep=_is_metric):
+            path = "/".join(map(str, keys))
+            if _number(value):
+                numbers = [(path, value)]
+            elif isinstance(value, list) and all(_number(v) or v is None for v in value):
+                numbers = [(f"{path}[{i}]", v) for i, v in enumerate(value) if v is not None]
+            else:
+                continue
+            network = content.get("network", "")
+            if keys[0] == "networks" and len(keys) > 2:
+                network = keys[1]
+                numbers = [(p.split("/", 2)[2], v) for p, v in numbers]
+            rows += [
+                {"file": file, "network": network, "metric": p, "value": float(v)}
+                for p, v in numbers
+            ]
     return rows
 
 
@@ -119,9 +119,8 @@ class Spread:
 
 def spread(values: Sequence[float | None]) -> Spread:
     """The spread of the finite ``values`` (missing and infinite ones are not counted)."""
-    from scipy import stats
-
-    x = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    x = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(float)
+    x = x[np.isfinite(x)]
     if len(x) == 0:
         return Spread(0, None, None, None, None)
     mean = float(x.mean())
@@ -132,12 +131,25 @@ def spread(values: Sequence[float | None]) -> Spread:
     return Spread(len(x), mean, std, mean - half, mean + half)
 
 
-def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+def summarise(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``table``'s rows with the same ``by`` (in the order the groups first
+    appear): ``values`` (every row's ``value``), ``paper`` (the first row's) and the
+    :class:`Spread` of the values; groups with no finite value are left out."""
+    rows = []
+    for key, group in table.groupby(list(by), sort=False, dropna=False):
+        s = spread(group["value"].tolist())
+        if s.n:
+            values = group["value"].tolist()
+            first = group["paper"].iloc[0]
+            rows.append(
+                {
+                    **dict(zip(by, key, strict=True)),
+                    "values": values,
+                    "paper": None if pd.isna(first) else first,
+                    **dataclasses.asdict(s),
+                }
+            )
+    return pd.DataFrame(rows, columns=[*by, "values", "paper", *Spread.__dataclass_fields__])
 
 
 def _group_label(group: Mapping[str, Any]) -> str:
@@ -153,7 +165,7 @@ def collect(folder: Path) -> dict[str, Any]:
     spec = SweepSpec(**json.loads((folder / "sweep.json").read_text()))
     keys = list(spec.grid)
     group_keys = [k for k in keys if k != REPEAT]
-    runs, tidy, values = [], [], {}
+    runs, tidy, values = [], [], []
     for run in plan(spec):
         record = read_record(folder, run.id) or {}
         status = record.get("status", "not run")
@@ -171,35 +183,35 @@ def collect(folder: Path) -> dict[str, Any]:
         )
         tag = {"run": run.id, **{k: run.point[k] for k in keys}}
         tidy += [{**tag, **row} for row in tidy_rows(metrics)]
-        group = tuple((k, run.point[k]) for k in group_keys)
-        for q in quantities(metrics):
-            values.setdefault(group, {}).setdefault((q.kind, q.network, q.name), []).append(q)
-    summary = []
-    for group, by in values.items():
-        for (kind, network, name), qs in by.items():
-            s = spread([q.value for q in qs])
-            if s.n == 0:  # a quantity of a notebook this sweep did not run
-                continue
-            summary.append(
-                {
-                    **dict(group),
-                    "group": _group_label(dict(group)),
-                    "kind": kind,
-                    "network": network,
-                    "name": name,
-                    "values": [q.value for q in qs],
-                    "paper": qs[0].paper,
-                    **dataclasses.asdict(s),
-                }
-            )
+        group = {k: run.point[k] for k in group_keys}
+        values += [{**group, **dataclasses.asdict(q)} for q in quantities(metrics)]
+    by = [*group_keys, "kind", "network", "name"]
+    table = pd.DataFrame(values, columns=[*by, "value", "paper"], dtype=object)
+    summary = summarise(table, by)
+    labels = [_group_label({k: r[k] for k in group_keys}) for r in summary.to_dict("records")]
+    summary.insert(len(group_keys), "group", labels)
+    # every group's rows together, the groups in the order they first appear
+    first = {g: i for i, g in enumerate(dict.fromkeys(labels))}
+    summary = summary.sort_values("group", key=lambda g: g.map(first), kind="stable")
     return {
         "spec": spec,
         "keys": keys,
         "group_keys": group_keys,
         "runs": runs,
         "tidy": tidy,
-        "summary": summary,
+        "summary": [
+            {k: None if _missing(v) else v for k, v in r.items()}
+            for r in summary.to_dict("records")
+        ],
     }
+
+
+def _missing(v: Any) -> bool:
+    return not isinstance(v, list) and v is not None and pd.isna(v)
+
+
+def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    return pd.DataFrame(rows, columns=list(columns)).to_csv(index=False, lineterminator="\n")
 
 
 def write_sweep_report(folder: str | Path) -> Path:
@@ -217,17 +229,8 @@ def write_sweep_report(folder: str | Path) -> Path:
         folder / "table.csv",
         _csv(data["tidy"], ["run", *keys, "file", "network", "metric", "value"]),
     )
-    stat_cols = ["n", "mean", "std", "low", "high", "paper"]
-    atomic_write(
-        folder / "summary.csv",
-        _csv(
-            [
-                {k: r[k] for k in [*group_keys, "kind", "network", "name", *stat_cols]}
-                for r in data["summary"]
-            ],
-            [*group_keys, "kind", "network", "name", *stat_cols],
-        ),
-    )
+    columns = [*group_keys, "kind", "network", "name", "n", "mean", "std", "low", "high", "paper"]
+    atomic_write(folder / "summary.csv", _csv(data["summary"], columns))
     figures = []
     for kind in KINDS:
         if any(r["kind"] == kind and r["n"] for r in data["summary"]):
@@ -236,16 +239,11 @@ def write_sweep_report(folder: str | Path) -> Path:
             save_figure(fig, folder / "figures" / f"{name}.png")
             plt.close(fig)
             figures.append({"kind": kind, "src": f"figures/{name}.png"})
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    page = env.get_template("sweep.html").render(
+    return write_page(
+        folder / "index.html",
+        "sweep.html",
         spec=data["spec"],
-        written=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        written=now(),
         citation=paper.CITATION,
         keys=keys,
         runs=data["runs"],
@@ -254,7 +252,6 @@ def write_sweep_report(folder: str | Path) -> Path:
         figures=figures,
         fmt=_fmt,
     )
-    return atomic_write(folder / "index.html", page)
 
 
 def _by_group(summary: list[dict]) -> list[tuple[str, list[dict]]]:

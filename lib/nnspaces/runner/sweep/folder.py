@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -13,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from ...files import write_json
 from .grid import PlannedRun, SweepSpec
@@ -84,30 +85,76 @@ def store(folder: Path, run: PlannedRun, outcome: Mapping[str, Any]) -> dict[str
     return record
 
 
+#: Seconds a sweep waits for a lock whose holder has ended (its worker processes may still be
+#: exiting) before it gives up.
+STALE_WAIT = 30.0
+
+
 @contextmanager
-def locked(folder: Path) -> Iterator[None]:
-    """Hold ``folder``'s sweep lock, or refuse at once when another sweep holds it."""
+def locked(folder: Path, *, stale_wait: float = STALE_WAIT) -> Iterator[None]:
+    """Hold ``folder``'s sweep lock (``folder/.lock``, which names its holder: ``pid N on
+    host``). A holder that is alive is refused at once; one that has ended (a killed client)
+    is waited for up to ``stale_wait`` seconds and then taken."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
+    path = folder / ".lock"
+    lock = FileLock(path, on_acquired=_sign)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        pid, host, alive = _holder(path)
+        who = f"pid {pid} on {host}" if pid is not None else "its holder unnamed"
+        if alive:
+            state = ", alive" if pid is not None and host == socket.gethostname() else ""
             raise RuntimeError(
-                f"another sweep is running in {folder} ({holder}); wait for it to finish, "
+                f"another sweep is running in {folder} ({who}{state}); wait for it to finish, "
                 "or give this one another --name"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
         try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
+            lock.acquire(timeout=stale_wait)
+        except Timeout:
+            raise RuntimeError(
+                f"{folder} is still locked {stale_wait:g} s after its holder ended ({who}, not "
+                "alive; its processes may still be exiting): try again, or give this sweep "
+                "another --name"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _sign(fd: int) -> None:
+    """Write this process into a lock file it has just locked."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+
+def _holder(path: Path) -> tuple[int | None, str, bool]:
+    """The pid and host a lock file names, and whether that process is alive (one on another
+    host, or a file that names none, counts as alive: nothing here can tell)."""
+    try:
+        words = path.read_text().split()
+    except OSError:
+        words = []
+    if len(words) != 4 or words[0] != "pid" or not words[1].isdigit() or words[2] != "on":
+        return None, "", True
+    pid, host = int(words[1]), words[3]
+    return pid, host, host != socket.gethostname() or _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs here (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def claim(folder: Path, spec: SweepSpec) -> None:
