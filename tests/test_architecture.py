@@ -135,7 +135,7 @@ def test_the_graph_sees_deferred_and_relative_imports():
     graph = import_graph(PACKAGE)
     assert "nnspaces.runner.execute" in graph["nnspaces.runner.sweep.engine"]  # deferred
     assert "nnspaces.spaces.layer" in graph["nnspaces.inversion.exact"]  # from ..spaces.layer
-    assert "nnspaces.paper" in graph["nnspaces.runner.metrics"]  # from .. import paper
+    assert "nnspaces.paper" in graph["nnspaces.runner.numbers"]  # from .. import paper
 
 
 @pytest.fixture

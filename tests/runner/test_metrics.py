@@ -20,15 +20,12 @@ from nnspaces.runner.metrics import (
     Fig1Metrics,
     Fig2Metrics,
     Fig3Metrics,
-    KeyNumber,
     Lesson4Metrics,
     Lesson5Metrics,
     Lesson6Metrics,
     MetricsLayoutError,
-    inversion_table,
-    key_numbers,
-    recognition_table,
 )
+from nnspaces.runner.numbers import KeyNumber, inversion_table, key_numbers, recognition_table
 
 torch.manual_seed(0)
 MODEL = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))

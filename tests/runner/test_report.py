@@ -23,7 +23,8 @@ from nnspaces import paper
 from nnspaces.inversion import InversionResult, evaluate_images
 from nnspaces.inversion.natural import NaturalPreimages
 from nnspaces.runner import notebooks as registry
-from nnspaces.runner.metrics import Fig1Metrics, Fig3Metrics, Lesson5Metrics, key_numbers
+from nnspaces.runner.metrics import Fig1Metrics, Fig3Metrics, Lesson5Metrics
+from nnspaces.runner.numbers import key_numbers
 from nnspaces.runner.report import MATHJAX_DIR, write_report
 
 # what RunContext.save_metrics writes beside each figure's metrics

@@ -25,8 +25,8 @@ from ..files import write_json
 from ..paths import NOTEBOOK_DIR
 from ..progress import batch_run, finish, progress_bar, show_progress
 from .config import RunConfig
-from .metrics import key_numbers, read_metrics
 from .notebooks import runner_notebooks
+from .numbers import key_numbers, read_metrics
 from .readme import run_times
 
 KERNEL_NAME = "nnspaces"  # registered from the venv by `make setup`

@@ -1,25 +1,21 @@
-"""Each notebook's metrics: what a notebook saves, and the one place that reads it back.
+"""Each notebook's metrics: what a notebook saves, and how a saved file is read back.
 
 A notebook's last cell builds one of these dataclasses from what it computed and saves it
 with :meth:`nnspaces.runner.config.RunContext.save_metrics` (``metrics/<name>.json``: ``fig1``,
-``fig2``, ``fig3``, then ``lesson4`` and ``lesson5``, the lessons beyond Figure 3). The report,
-the runner's summary and the README generator read the files back as the same dataclasses
-(``from_dict``, the inverse of ``to_dict``) through :func:`key_numbers`,
-:func:`inversion_table` and :func:`recognition_table`: the metrics contract lives here and is
-tested in one place (``tests/runner/test_metrics.py``).
+``fig2``, ``fig3``, then ``lesson4``, ``lesson5`` and ``lesson6``, the lessons beyond Figure
+3). The report, the runner's summary and the README generator read the files back as the same
+dataclasses (``from_dict``, the inverse of ``to_dict``) through :mod:`.numbers`: the metrics
+contract lives here and is tested in one place (``tests/runner/test_metrics.py``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .. import paper
 from ..files import jsonable
 
 
@@ -267,8 +263,8 @@ class Lesson6Metrics(_Metrics):
     method and residual, ``not_applicable[net][method]``: why a method does not apply);
     Levenberg-Marquardt on the paper's min/max targets (``min_max[net][method]``); the random
     backward walk (``walk[net][layers]``: dicts with ``k``, ``success``, ``reasons`` and the
-    :func:`~nnspaces.inversion.nullspace.diversity`); the ViT's attention heads (``heads``: rows with
-    ``layer``, ``head``, ``projection``, ``shape``, ``rank``, ``condition_number``)."""
+    :func:`~nnspaces.inversion.nullspace.diversity`); the ViT's attention heads (``heads``: rows
+    with ``layer``, ``head``, ``projection``, ``shape``, ``rank``, ``condition_number``)."""
 
     name: ClassVar[str] = "lesson6"
     layout: ClassVar[tuple[str, ...]] = ("level", "accuracy", "probability")
@@ -309,144 +305,3 @@ class Lesson6Metrics(_Metrics):
             },
             "heads": jsonable(self.heads),
         }
-
-
-# --------------------------------------------------------------------------- reading back
-
-
-@dataclass(frozen=True)
-class KeyNumber:
-    """One number of the run beside the paper's: the ``kind`` (one of :data:`KEY_KINDS`) of
-    ``network`` (``name``: a condition number's layer, "" for an accuracy); ``value`` None
-    when no metrics file has it, ``source`` the file it was read from, or why it is missing."""
-
-    network: str
-    kind: str
-    name: str
-    value: float | None
-    reference: paper.Reference
-    source: str
-
-    @property
-    def label(self) -> str:
-        return " ".join(part for part in (self.network, self.name, self.kind) if part)
-
-    @property
-    def percent(self) -> bool:
-        return self.kind == "test accuracy"
-
-    @property
-    def text(self) -> str:
-        if self.value is None:
-            return "missing"
-        return f"{100 * self.value:.1f}%" if self.percent else f"{self.value:.3g}"
-
-
-#: The kinds of key numbers.
-KEY_KINDS = ("test accuracy", "condition number")
-#: Which figure's metrics file holds each network's condition number.
-CONDITION_NUMBER_FILE = {"fcnn1": Fig1Metrics.name, "resnet18": Fig2Metrics.name}
-
-
-def read_metrics(out_dir: str | Path) -> dict[str, dict]:
-    """A run's ``metrics/*.json`` by name (``{"fig1": {...}}``); unreadable files are left
-    out (the report lists them as problems)."""
-    out = {}
-    for path in sorted((Path(out_dir) / "metrics").glob("*.json")):
-        try:
-            out[path.stem] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def read_back(cls: type[M], data: Mapping[str, Any] | M | None) -> M | None:
-    """A metrics file's content as its dataclass ``cls`` (None for a missing or empty one;
-    :class:`MetricsLayoutError` for another layout)."""
-    if data is None or isinstance(data, cls):
-        return data
-    return cls.from_dict(data) if data else None
-
-
-def key_numbers(metrics: Mapping[str, dict]) -> list[KeyNumber]:
-    """The run's accuracies and figure condition numbers beside the paper's
-    (:mod:`nnspaces.paper`), read from the metrics files by name (``{"fig1": {...}}``); a
-    file of another layout gives missing numbers (its source says so)."""
-    files, other = {}, []
-    for cls in (Fig1Metrics, Fig2Metrics, Fig3Metrics):
-        try:
-            files[cls.name] = read_back(cls, metrics.get(cls.name))
-        except MetricsLayoutError:
-            files[cls.name] = None
-            other.append(f"{cls.name}.json")
-    fig3 = files.pop(Fig3Metrics.name)
-    none = "no metrics file has it" + (f" ({', '.join(other)}: another layout)" if other else "")
-    rows = []
-    for net, ref in paper.ACCURACY.items():
-        value, source = None, none
-        found = [m for m in files.values() if m and m.network == net and _number(m.test_accuracy)]
-        if found:
-            value, source = found[0].test_accuracy, f"{found[0].name}.json"
-        elif fig3 and _number(fig3.accuracy.get(net)):
-            value, source = fig3.accuracy[net], f"fig3.json: networks / {net}"
-        rows.append(KeyNumber(net, "test accuracy", "", value, ref, source))
-    for net, ref in paper.CONDITION_NUMBER.items():
-        name = CONDITION_NUMBER_FILE[net]
-        m = files[name]
-        ok = m is not None and m.network == net and _number(m.condition_number)
-        layer = paper.FIGURE_LAYER[net]
-        layer = f"layer {layer}" if layer.isdigit() else layer
-        value, source = (m.condition_number, f"{name}.json") if ok else (None, none)
-        rows.append(KeyNumber(net, "condition number", layer, value, ref, source))
-    return rows
-
-
-def inversion_table(
-    fig3: Mapping[str, Any] | None, lesson5: Mapping[str, Any] | None = None
-) -> tuple[list[str], dict[str, dict]]:
-    """From fig3.json: the networks, and per method the median relative output error on each
-    network (None where that method did not run); then, from lesson5.json when given, the
-    ``natural pre-images`` row."""
-    results = _results(fig3)
-    natural = _natural(lesson5)
-    table: dict[str, dict[str, float | None]] = {}
-    for net, methods in results.items():
-        for method, r in methods.items():
-            table.setdefault(method, {})[net] = r.get("median_rel_error")
-    for net, n in natural.items():
-        table.setdefault("natural pre-images", {})[net] = n.get("median_rel_error")
-    return list(dict.fromkeys([*results, *natural])), table
-
-
-def recognition_table(
-    fig3: Mapping[str, Any] | None, lesson5: Mapping[str, Any] | None = None
-) -> dict[str, dict[str, float | None]]:
-    """From fig3.json: per method the fraction of digits whose image the network itself
-    classifies as the digit, on each network; then, from lesson5.json when given, the
-    ``natural pre-images`` row."""
-    runs_by_net = {net: dict(methods) for net, methods in _results(fig3).items()}
-    for net, n in _natural(lesson5).items():
-        runs_by_net.setdefault(net, {})["natural pre-images"] = n.get("result") or {}
-    table: dict[str, dict[str, float | None]] = {}
-    for net, runs in runs_by_net.items():
-        for method, r in runs.items():
-            classes, predicted = r.get("classes") or [], r.get("predicted") or []
-            hits = [p == c for c, p in zip(classes, predicted, strict=False)]
-            table.setdefault(method, {})[net] = sum(hits) / len(hits) if hits else None
-    return table
-
-
-def _results(fig3: Mapping[str, Any] | None) -> Mapping[str, Mapping[str, dict]]:
-    """From fig3.json: per network, each method's result as written."""
-    m = read_back(Fig3Metrics, fig3)
-    return m.results if m else {}
-
-
-def _natural(lesson5: Mapping[str, Any] | None) -> Mapping[str, dict]:
-    """From lesson5.json: each network's natural pre-images as written."""
-    m = read_back(Lesson5Metrics, lesson5)
-    return m.natural if m else {}
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)

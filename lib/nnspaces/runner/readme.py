@@ -17,7 +17,8 @@ from typing import Any
 
 from ..files import atomic_write, write_json
 from ..paths import README, README_SNAPSHOT
-from .metrics import Lesson5Metrics, inversion_table, key_numbers, read_back, read_metrics
+from .metrics import Lesson5Metrics
+from .numbers import inversion_table, key_numbers, read_back, read_metrics
 
 SNAPSHOT = README_SNAPSHOT
 START = "<!-- nnspaces:numbers:start (written by `python -m nnspaces readme`; do not edit) -->"

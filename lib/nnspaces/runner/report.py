@@ -8,8 +8,8 @@ the data used, run times, and each executed notebook rendered to HTML.
 autoescaped) to ``index.html`` beside them, with the notebooks rendered under ``html/``
 (nbconvert, ``templates/nbconvert/nnspaces-lab``: the lab template with nothing from a CDN; the
 formulas typeset by the copy of MathJax under ``_static/mathjax``, so it all works offline). The
-numbers come from the metrics files through :func:`nnspaces.runner.metrics.key_numbers` and
-:func:`nnspaces.runner.metrics.inversion_table`, the paper's from :mod:`nnspaces.paper`. Links and
+numbers come from the metrics files through :func:`nnspaces.runner.numbers.key_numbers` and
+:func:`nnspaces.runner.numbers.inversion_table`, the paper's from :mod:`nnspaces.paper`. Links and
 images are relative, so the folder can be moved or zipped whole. Anything missing or
 unreadable (a failed notebook, a metrics file that was never written) is listed on the page,
 never silently dropped.
@@ -32,8 +32,9 @@ from .. import paper
 from ..files import atomic_write, leaves
 from ..paths import TEMPLATES
 from .html import now, write_page
-from .metrics import MetricsLayoutError, inversion_table, key_numbers
+from .metrics import MetricsLayoutError
 from .notebooks import caption, figure_rank, names_of_kind, notebook, runner_notebooks
+from .numbers import inversion_table, key_numbers
 
 #: What :meth:`nnspaces.runner.config.RunContext.save_metrics` writes beside each figure's metrics.
 DATA_KEYS = ("profile", "dataset", "n_train", "n_val", "n_test", "source")

@@ -32,7 +32,7 @@ from scipy import stats
 from ... import paper
 from ...files import atomic_write, leaves
 from ..html import now, write_page
-from ..metrics import KEY_KINDS, inversion_table, key_numbers, read_metrics, recognition_table
+from ..numbers import KEY_KINDS, inversion_table, key_numbers, read_metrics, recognition_table
 
 #: The quantities shown with their spread, in this order; inversion errors on a log scale.
 KINDS = (*KEY_KINDS, "inversion error", "recognised")
