@@ -240,3 +240,14 @@ def test_the_built_in_flags_written_out():
 def test_bad_queries_name_the_allowed_ones(query, message):
     with pytest.raises(ValueError, match=message):
         method_names(**query)
+
+
+def test_a_solve_that_returns_the_wrong_thing_is_a_clear_error(registry, problem):
+    model, data, classes, targets = problem
+    kw = dict(classes=classes, data=data, progress=False)
+    register_method(Method("tuple", "none", "returns a tuple", solve=lambda p: (p.start, 0)))
+    register_method(Method("half", "none", "too few", solve=lambda p: Solution(p.start[:2])))
+    with pytest.raises(ValueError, match=r"method 'tuple': its solve must return a Solution .*"):
+        invert(model, targets, method="tuple", **kw)
+    with pytest.raises(ValueError, match=r"shape \(3, 1, 28, 28\); got Solution with images \(2,"):
+        invert(model, targets, method="half", **kw)

@@ -169,9 +169,27 @@ def invert(
     if by_prob:
         settings |= {"level": opts.level, "residual": opts.residual}
     problem = Problem(
-        model, m, x0, t, classes, opts, priors, xy, device, seed, callback, progress, settings
+        model=model,
+        method=m,
+        start=x0,
+        targets=t,
+        classes=classes,
+        options=opts,
+        priors=priors,
+        data=xy,
+        device=device,
+        seed=seed,
+        callback=callback,
+        progress=progress,
+        settings=settings,
     )
     found = m.solve(problem)
+    if not (isinstance(found, Solution) and found.images.shape == x0.shape):
+        raise ValueError(
+            f"method {method!r}: its solve must return a Solution with images of shape "
+            f"{tuple(x0.shape)}; got {type(found).__name__}"
+            + (f" with images {tuple(found.images.shape)}" if isinstance(found, Solution) else "")
+        )
     return evaluate_images(
         model,
         found.images,
