@@ -206,10 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         methods = applicable(model, tuple(args.methods))
         if by_prob:  # the paper's aliases fix their own start images
             methods = [m for m in methods if m in METHODS]
-        if args.residual != "scores":  # equations other than scores: the iterative solvers
-            methods = [
-                m for m in methods if METHODS[m].solver in ("newton", "lm", "descent", "box")
-            ]
+        # the methods that solve this residual, asked of the registry
+        methods = [m for m in methods if m in method_names(residual=args.residual)]
         # the original preset first: every other row is compared with it
         order = ([] if by_prob else [BASELINE]) + [m for m in methods if m != BASELINE]
         original = None

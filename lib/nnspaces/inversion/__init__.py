@@ -1,8 +1,9 @@
 """Inverse maps: images that make a network give a chosen output.
 
-``api`` (:func:`invert`) looks a method up in ``methods`` and runs it on ``targets`` with
-``priors``, through ``solvers`` / ``roots`` / ``exact`` (``specialise`` folds a network for
-them); ``results`` measures the images; ``crosscheck`` compares methods and networks;
+``api`` (:func:`invert`, with ``options``) looks a method up in the registry ``methods``
+and calls the entry's ``solve`` (``solve``: through ``solvers`` / ``roots`` / ``exact``, with
+``priors``; ``specialise`` folds a network for them) on ``targets``; ``results`` measures the
+images; ``crosscheck`` compares methods and networks;
 ``natural`` searches for pre-images that look like digits.
 """
 

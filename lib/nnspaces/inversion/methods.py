@@ -1,9 +1,12 @@
-"""The inversion methods: one frozen description each, in one table.
+"""The inversion methods: one registry entry each, which both describes a method and runs it.
 
-A method is a solver with its settings: which start image it uses by default, which preset
-(:data:`~nnspaces.inversion.solvers.PRESETS`) drives it, whether it iterates, whether it takes
-priors, and which models it applies to. :func:`~nnspaces.inversion.invert`, the widgets, the
-comparison and the benchmark all ask this table. The paper's composite names (``avg-img``,
+A method is a solver with its settings: how it solves (``solve``, :mod:`.solve`), which start
+image it uses by default, which preset (:data:`~nnspaces.inversion.solvers.PRESETS`) drives
+it, what it can solve, and which models it applies to. :func:`~nnspaces.inversion.invert`
+looks the name up and calls the entry's ``solve``; the widgets, the comparison and the
+benchmark ask the entries' flags through :func:`method_names` (``method_names(residual=
+"log-odds")``, ``method_names(root_finder=True)``), never a list of names. A new method is
+one :func:`register_method` call. The paper's composite names (``avg-img``,
 ``min-img+training``, ...) are aliases: a method with its start image fixed.
 
 ==========  =====================================================================================
@@ -25,97 +28,46 @@ box         the same, projected onto pixels in [0, 1] after every step (finished
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from torch import nn
 
 from ..models import selu_stack_layers
+from .entry import FLAGS, Method
+from .equations import RESIDUALS
+from .solve import (
+    solve_descent,
+    solve_exact,
+    solve_lm,
+    solve_newton,
+    solve_start,
+    solve_training,
+)
 from .solvers import PRESETS
-from .targets import PAPER_STARTS
+from .targets import PAPER_STARTS, check_name
+
+#: The registered methods by name, in registration order (:func:`register_method`).
+METHODS: dict[str, Method] = {}
 
 
-def _any_model(model: nn.Module) -> None:
-    """Every differentiable classifier qualifies."""
+def register_method(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS`: :func:`~nnspaces.inversion.invert` runs it by name
+    and :func:`method_names` lists it. A name already taken (a method or an alias) is a
+    ValueError; so is an entry that is no :class:`Method` (a Method without ``solve`` cannot be
+    made). Returns the entry."""
+    if not isinstance(method, Method):
+        raise ValueError(f"register_method() takes a Method, not {method!r}")
+    if method.name in METHODS or method.name in ALIASES:
+        raise ValueError(f"method {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
 
 
-@dataclass(frozen=True)
-class Method:
-    """One inversion method.
+def unregister_method(name: str) -> Method:
+    """Remove the method ``name`` from :data:`METHODS` (a ValueError names the registered
+    ones); returns its entry."""
+    check_name("registered method", name, tuple(METHODS))
+    return METHODS.pop(name)
 
-    ``solver``: the code that runs it (``none``, ``training``, ``exact``, ``newton``, ``lm``,
-    ``descent``, ``box``). ``start``: its start image (the reference for ``exact``) unless
-    the caller gives one; ``fixed_start``: an alias that names its start, which the caller
-    may not change. ``preset``: key of ``PRESETS`` for iterative methods, else None.
-    ``polish``: without priors, Levenberg-Marquardt finishes the classes the first-order
-    solver brought within :data:`~nnspaces.inversion.roots.HANDOFF`.
-    ``requires(model)`` raises a ValueError saying why the method does not apply.
-    """
-
-    name: str
-    solver: str
-    description: str
-    start: str = "avg-img"
-    preset: str | None = None
-    takes_priors: bool = False
-    box: bool = False
-    polish: bool = False
-    fixed_start: bool = False
-    requires: Callable[[nn.Module], object] = _any_model
-
-    @property
-    def iterative(self) -> bool:
-        return self.preset is not None
-
-    def applies_to(self, model: nn.Module) -> bool:
-        """Whether this method can invert ``model``."""
-        try:
-            self.requires(model)
-        except ValueError:
-            return False
-        return True
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("start", "none", "the start image itself, no optimisation"),
-        Method(
-            "training",
-            "training",
-            "the paper's +training: SGD on the image against the MSE",
-            preset="original",
-        ),
-        Method(
-            "exact",
-            "exact",
-            "exact pre-image from the layers' vector spaces, closest to the start image",
-            requires=selu_stack_layers,
-        ),
-        Method(
-            "newton", "newton", "Gauss-Newton root finding on the input Jacobian", preset="newton"
-        ),
-        Method("lm", "lm", "Levenberg-Marquardt root finding, adaptive damping", preset="lm"),
-        Method("lm-box", "lm", "Levenberg-Marquardt inside [0, 1]", preset="lm", box=True),
-        Method(
-            "descent",
-            "descent",
-            "Adam on the relative output error, decaying step, finished by Levenberg-Marquardt",
-            preset="descent",
-            takes_priors=True,
-            polish=True,
-        ),
-        Method(
-            "box",
-            "box",
-            "Adam projected onto pixels in [0, 1], finished by Levenberg-Marquardt in the box",
-            preset="box",
-            takes_priors=True,
-            box=True,
-            polish=True,
-        ),
-    )
-}
 
 #: The paper's composite names: ``<start>`` is ``start`` from that image, ``<start>+training``
 #: is ``training`` from it.
@@ -124,14 +76,108 @@ ALIASES: dict[str, tuple[str, str]] = {
     **{f"{s}+training": ("training", s) for s in PAPER_STARTS},
 }
 
+_ROOTS = dict(root_finder=True, float64=True, residuals=RESIDUALS)
+for _m in (
+    Method(
+        "start",
+        "none",
+        "the start image itself, no optimisation",
+        solve=solve_start,
+        paper=True,
+    ),
+    Method(
+        "training",
+        "training",
+        "the paper's +training: SGD on the image against the MSE",
+        solve=solve_training,
+        preset="original",
+        paper=True,
+    ),
+    Method(
+        "exact",
+        "exact",
+        "exact pre-image from the layers' vector spaces, closest to the start image",
+        solve=solve_exact,
+        float64=True,
+        requires=selu_stack_layers,
+    ),
+    Method(
+        "newton",
+        "newton",
+        "Gauss-Newton root finding on the input Jacobian",
+        solve=solve_newton,
+        preset="newton",
+        **_ROOTS,
+    ),
+    Method(
+        "lm",
+        "lm",
+        "Levenberg-Marquardt root finding, adaptive damping",
+        solve=solve_lm,
+        preset="lm",
+        **_ROOTS,
+    ),
+    Method(
+        "lm-box",
+        "lm",
+        "Levenberg-Marquardt inside [0, 1]",
+        solve=solve_lm,
+        preset="lm",
+        box=True,
+        **_ROOTS,
+    ),
+    Method(
+        "descent",
+        "descent",
+        "Adam on the relative output error, decaying step, finished by Levenberg-Marquardt",
+        solve=solve_descent,
+        preset="descent",
+        takes_priors=True,
+        polish=True,
+        residuals=RESIDUALS,
+    ),
+    Method(
+        "box",
+        "box",
+        "Adam projected onto pixels in [0, 1], finished by Levenberg-Marquardt in the box",
+        solve=solve_descent,
+        preset="box",
+        takes_priors=True,
+        box=True,
+        polish=True,
+        residuals=RESIDUALS,
+    ),
+):
+    register_method(_m)
+
 #: What the comparison, the benchmark and the explorer run, in this order: the paper's six,
 #: then this library's, and the follow-up paper's Levenberg-Marquardt.
 COMPARED: tuple[str, ...] = (*ALIASES, "exact", "newton", "lm", "lm-box", "descent", "box")
 
 
-def method_names() -> tuple[str, ...]:
-    """Every name :func:`get_method` accepts: the methods, then the aliases."""
-    return (*METHODS, *ALIASES)
+def method_names(
+    *, residual: str | None = None, aliases: bool = True, **flags: bool
+) -> tuple[str, ...]:
+    """The names :func:`get_method` accepts (the methods in registration order, then the
+    aliases unless ``aliases=False``) whose entries have every one of ``flags`` (keys of
+    :data:`FLAGS`, e.g. ``iterative=True``, ``paper=False``) and, given ``residual``, solve
+    that residual (``"log-odds"``: one equation per class on its log-odds).
+
+    With no arguments: every name :func:`get_method` accepts."""
+    for k, v in flags.items():
+        check_name("method flag", k, FLAGS)
+        if not isinstance(v, bool):
+            raise ValueError(f"method flag {k}={v!r} must be True or False")
+    if residual is not None:
+        check_name("residual", residual, RESIDUALS)
+    names = (*METHODS, *ALIASES) if aliases else tuple(METHODS)
+
+    def wanted(m: Method) -> bool:
+        if residual is not None and residual not in m.residuals:
+            return False
+        return all(getattr(m, k) == v for k, v in flags.items())
+
+    return tuple(n for n in names if wanted(get_method(n)))
 
 
 def get_method(name: str) -> Method:
@@ -163,6 +209,6 @@ def quick_steps(name: str) -> int | None:
     if not m.iterative:
         return None
     steps = PRESETS[m.preset].steps
-    if m.solver == "training":
+    if m.paper:
         return steps
-    return min(steps, QUICK_ROOT_STEPS if m.solver in ("newton", "lm") else QUICK_STEPS)
+    return min(steps, QUICK_ROOT_STEPS if m.root_finder else QUICK_STEPS)
