@@ -10,10 +10,10 @@ they get:
 * :func:`polish`: Levenberg-Marquardt steps that finish what a first-order solver
   (:mod:`.solvers`) brought within :data:`HANDOFF` (``descent`` and ``box`` end this way).
 
-Input Jacobians come from K backward passes over the batch (:func:`jacobian`); measured on
-the trained ResNet18 (ten images, 2 CPU cores) that is 0.27 s against 1.7 s for
-``torch.func.vmap`` over ``vjp`` (which wins only on the small SELU stacks: 3 vs 6 ms). A
-class whose residual has stalled stops (:data:`ROOT_STALL_WINDOW`).
+Input Jacobians come from K backward passes over the batch (:func:`jacobian`): on ResNet18
+that is several times faster than ``torch.func.vmap`` over ``vjp``, which wins only on the
+small SELU stacks (``bench/inversion.py`` measures both). A class whose residual has stalled
+stops (:data:`ROOT_STALL_WINDOW`).
 """
 
 from __future__ import annotations
