@@ -12,8 +12,7 @@ they get:
 
 Input Jacobians come from K backward passes over the batch (:func:`jacobian`): on ResNet18
 that is several times faster than ``torch.func.vmap`` over ``vjp``, which wins only on the
-small SELU stacks (``bench/inversion.py`` measures both). A class whose residual has stalled
-stops (:data:`ROOT_STALL_WINDOW`).
+small SELU stacks. A class whose residual has stalled stops (:data:`ROOT_STALL_WINDOW`).
 """
 
 from __future__ import annotations
