@@ -190,3 +190,10 @@ def test_the_student_command_needs_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_test_files_have_unique_basenames():
+    """pytest imports each test file by its basename (the folders have no __init__.py): two
+    files with one name stop the whole collection."""
+    names = [p.name for p in (PACKAGE.parents[1] / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
