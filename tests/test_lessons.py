@@ -177,20 +177,30 @@ def rendered(cell) -> str:
     return "\n".join(parts)
 
 
+def significant(form: str) -> int:
+    """The significant digits of a printed number: 3 in "0.0128", "1.28%" and "-1.28e-05"."""
+    return len(re.sub(r"[^\d]", "", form.split("e")[0]).lstrip("0"))
+
+
 def shown_forms(value) -> list[str]:
     """How a printed number equal to ``value`` could look: an integer of 3 or more digits as
-    is; a real number to 3 to 6 significant digits (and as a percentage to 1 or 2 decimals)."""
+    is; a real number to 3 to 6 significant digits, and a fraction as a percentage with 2 or 3
+    significant digits (fewer would match unrelated numbers)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return []
-    if isinstance(value, int) or float(value).is_integer():
+    if float(value).is_integer():
         return [str(int(value))] if abs(value) >= 100 else []
-    forms = {f"{value:.{d}g}" for d in range(3, 7)}
-    forms = {
-        f for f in forms if len(f.split("e")[0].replace("-", "").replace(".", "").lstrip("0")) >= 3
-    }
-    if 0 < abs(value) < 1:
-        forms |= {f"{100 * value:.{d}f}%" for d in (1, 2)}
+    forms = {f for f in (f"{value:.{d}g}" for d in range(3, 7)) if significant(f) >= 3}
+    if 0 < value < 1:
+        percent = (f"{100 * value:.{d}g}%" for d in (2, 3))
+        forms |= {f for f in percent if significant(f) >= 2}
     return sorted(forms)
+
+
+def test_shown_forms():
+    assert shown_forms(0.0127551) == ["0.012755", "0.0127551", "0.01276", "0.0128", "1.28%", "1.3%"]
+    assert shown_forms(774) == ["774"] and shown_forms(16) == [] and shown_forms("b") == []
+    assert "0.0%" not in shown_forms(7.756e-05)
 
 
 def expected_values(out) -> dict[str, object]:
