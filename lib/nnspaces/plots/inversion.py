@@ -88,7 +88,7 @@ def signed_grid(
                     spine.set_edgecolor("C3")
                     spine.set_linewidth(2.5)
         cbar = fig.colorbar(im, cax=axes[r, -1])
-        cbar.ax.tick_params(labelsize=6)
+        cbar.ax.tick_params(labelsize=7)
     heading = title or ""
     if captions is not None:
         heading += ("\n" if heading else "") + f"under each image: {caption_label}"
@@ -105,16 +105,21 @@ def null_space_figure(
     samples: dict[str, np.ndarray | torch.Tensor], *, digit: int, cell: float = 1.0
 ) -> plt.Figure:
     """Per network two rows: the pre-images of one output (``samples[name]``, ``(k, ...)``) on
-    a zero-centred diverging scale, and each one's difference from the first (a null-space
-    component) on its own diverging scale; each row's pixel range in its label."""
+    a zero-centred diverging scale, and each one's difference from their mean (a null-space
+    component) on its own diverging scale, so that a difference far smaller than the images
+    still shows. Each row's label gives its pixel range, and the differences' label how large
+    they are against the images' range (when that is under 5%, the images look identical)."""
     rows, labels = [], []
     for name, x in samples.items():
         x = _np(x).astype(float).reshape(len(x), -1)
-        diff = x - x[0]
+        diff = x - np.nanmean(x, axis=0)
+        span = float(np.nanmax(x) - np.nanmin(x)) or 1.0
+        share = float(np.nanmax(np.abs(diff))) / span
         rows += [x, diff]
         labels += [
             f"{name}\nimages\n[{np.nanmin(x):.2g}, {np.nanmax(x):.2g}]",
-            f"{name}\nx_i - x_1\n[{np.nanmin(diff):.2g}, {np.nanmax(diff):.2g}]",
+            f"{name}\nx_i - mean\n[{np.nanmin(diff):.2g}, {np.nanmax(diff):.2g}]\n"
+            f"{share:.1%} of range" + ("\n(look alike)" if share < 0.05 else ""),
         ]
     k = max(len(r) for r in rows)
     return signed_grid(
@@ -122,8 +127,8 @@ def null_space_figure(
         row_labels=labels,
         col_labels=[f"sample {i + 1}" for i in range(k)],
         signed=[True] * len(rows),
-        title=f"digit {digit}: {k} pre-images of one output, and their differences "
-        "from sample 1 (pixel range in brackets)",
+        title=f"digit {digit}: {k} pre-images of one output, and each one minus their mean "
+        "(own colour scale; pixel range in brackets)",
         cell=cell,
     )
 
