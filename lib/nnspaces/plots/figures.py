@@ -227,8 +227,8 @@ def grouped_bars(
     """Bars for each label, one bar (or stacked segment) per series in ``values``.
 
     ``reference`` draws a dashed horizontal line (e.g. a paper's number), named in the legend
-    by ``reference_label``. A ``log`` axis that spans less than four decades is labelled at
-    1, 2 and 5 times each power of ten, in plain numbers.
+    by ``reference_label``. A ``log`` axis that spans less than four decades is labelled in
+    plain numbers between the powers of ten (:func:`_readable_log_ticks`).
     """
     fig, ax = plt.subplots(figsize=figsize)
     x = np.arange(len(labels))
@@ -263,15 +263,18 @@ def grouped_bars(
 
 
 def _readable_log_ticks(ax: plt.Axes, series: Sequence[Sequence[float]]) -> None:
-    """Label a log axis at 1, 2 and 5 times the powers of ten, in plain numbers, when the
-    positive values span less than four decades (else matplotlib's powers of ten stay)."""
+    """Label a log axis in plain numbers at 1, 2 and 5 times the powers of ten (1 and 3 times
+    them beyond two decades), when the positive values span less than four decades (else
+    matplotlib's powers of ten stay)."""
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     v = np.concatenate([np.asarray(s, dtype=float).ravel() for s in series])
     v = v[np.isfinite(v) & (v > 0)]
     if v.size == 0 or v.max() / v.min() >= 1e4:
         return
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    decades = math.log10(v.max() / v.min())
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0, 3.0)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 

@@ -105,21 +105,21 @@ def null_space_figure(
     samples: dict[str, np.ndarray | torch.Tensor], *, digit: int, cell: float = 1.0
 ) -> plt.Figure:
     """Per network two rows: the pre-images of one output (``samples[name]``, ``(k, ...)``) on
-    a zero-centred diverging scale, and each one's difference from their mean (a null-space
-    component) on its own diverging scale, so that a difference far smaller than the images
-    still shows. Each row's label gives its pixel range, and the differences' label how large
-    they are against the images' range (when that is under 5%, the images look identical)."""
-    rows, labels = [], []
+    a zero-centred diverging scale, and each one's difference from the first (a null-space
+    component) on its own diverging scale; each row's pixel range in its label. The title
+    says, per network, how large the differences are against the images' range (below 5%
+    the images look alike although they differ)."""
+    rows, labels, shares = [], [], []
     for name, x in samples.items():
         x = _np(x).astype(float).reshape(len(x), -1)
-        diff = x - np.nanmean(x, axis=0)
+        diff = x - x[0]
         span = float(np.nanmax(x) - np.nanmin(x)) or 1.0
         share = float(np.nanmax(np.abs(diff))) / span
+        shares.append(f"{name} {share:.1%}" + (" (look alike)" if share < 0.05 else ""))
         rows += [x, diff]
         labels += [
             f"{name}\nimages\n[{np.nanmin(x):.2g}, {np.nanmax(x):.2g}]",
-            f"{name}\nx_i - mean\n[{np.nanmin(diff):.2g}, {np.nanmax(diff):.2g}]\n"
-            f"{share:.1%} of range" + ("\n(look alike)" if share < 0.05 else ""),
+            f"{name}\nx_i - x_1\n[{np.nanmin(diff):.2g}, {np.nanmax(diff):.2g}]",
         ]
     k = max(len(r) for r in rows)
     return signed_grid(
@@ -127,8 +127,9 @@ def null_space_figure(
         row_labels=labels,
         col_labels=[f"sample {i + 1}" for i in range(k)],
         signed=[True] * len(rows),
-        title=f"digit {digit}: {k} pre-images of one output, and each one minus their mean "
-        "(own colour scale; pixel range in brackets)",
+        title=f"digit {digit}: {k} pre-images of one output, and their differences from sample 1 "
+        "(own scale per row; pixel range in brackets)\nlargest difference against the images' "
+        "range: " + ", ".join(shares),
         cell=cell,
     )
 
