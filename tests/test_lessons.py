@@ -6,6 +6,7 @@ every figure; and, executed by the smoke run, every exercise's check prints "cor
 from __future__ import annotations
 
 import ast
+import json
 import re
 
 import nbformat
@@ -13,7 +14,7 @@ import pytest
 
 from nnspaces.paths import NOTEBOOK_DIR
 from nnspaces.runner.notebooks import lessons, runner_notebooks
-from nnspaces.teaching.exercises import CORRECT
+from nnspaces.teaching.exercises import CORRECT, EXERCISES, TOO_EASY
 from nnspaces.teaching.student import EXERCISE_TAG, SOLUTION_TAG
 
 #: The lessons checked here: the notebook registry's.
@@ -25,7 +26,6 @@ ANCHORS = {
     "levenberg-marquardt", "total-variation", "deepinversion", "projected-gradient",
     "convolution-operator", "attention",
 }  # fmt: skip
-CHECKS = ("check_number", "check_integer", "check_array", "check_choice")
 NOTICE = "**What to notice.**"
 
 
@@ -40,6 +40,20 @@ def tags(cell) -> list[str]:
 
 def read(name: str):
     return nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+
+
+def assert_check_cell(ident: str, source: str) -> None:
+    """The check cell is exactly ``ns.ex("<id>").check(answer, name=name, ...)`` with the
+    names the exercise needs: no expected value, no expression that computes it."""
+    (statement,) = ast.parse(source).body
+    call = statement.value
+    assert isinstance(statement, ast.Expr) and isinstance(call, ast.Call), ident
+    assert isinstance(call.func, ast.Attribute) and call.func.attr == "check", ident
+    made = call.func.value
+    assert ast.unparse(made) == f"ns.ex({ident!r})", f"{ident}: {ast.unparse(made)}"
+    assert [ast.unparse(a) for a in call.args] == ["answer"], ident
+    passed = {k.arg: ast.unparse(k.value) for k in call.keywords}
+    assert passed == {n: n for n in EXERCISES[ident].needs}, (ident, passed)
 
 
 def exercises(nb, number: int) -> list[tuple[str, list]]:
@@ -71,16 +85,8 @@ def exercises(nb, number: int) -> list[tuple[str, list]]:
             j += 1
         check = cells[j]
         assert check.cell_type == "code" and not tags(check), f"{ident}: the check cell"
-        calls = [
-            node
-            for node in ast.walk(ast.parse(check.source))
-            if isinstance(node, ast.Call)
-            and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) in CHECKS
-        ]
-        assert len(calls) == 1, f"{ident}: one check"
-        first, second = calls[0].args[:2]
-        assert isinstance(first, ast.Constant) and first.value == ident, ident
-        assert isinstance(second, ast.Name) and second.id == "answer", ident
+        assert_check_cell(ident, check.source)
+        assert solution.source == EXERCISES[ident].solution, f"{ident}: the registry's solution"
         # no later cell may use `answer` (the student edition leaves it None)
         found.append((ident, cells[i : j + 1]))
     return found
@@ -89,6 +95,11 @@ def exercises(nb, number: int) -> list[tuple[str, list]]:
 def test_the_lessons_are_in_the_runners_list():
     assert [lesson_number(n) for n in LESSONS] == list(range(1, 7))
     assert all(n in runner_notebooks() for n in LESSONS)
+
+
+def test_every_registered_exercise_is_in_its_lesson():
+    found = [i for name in LESSONS for i, _ in exercises(read(name), lesson_number(name))]
+    assert found == list(EXERCISES)
 
 
 def test_minutes_per_lesson_come_from_the_registry():
@@ -156,6 +167,48 @@ def test_every_figure_is_followed_by_what_to_notice(name):
         )
 
 
+def rendered(cell) -> str:
+    """A cell as a reader sees it: its source and every text its outputs show."""
+    parts = [cell.source]
+    for o in cell.get("outputs", []):
+        parts.append(o.get("text", ""))
+        for kind in ("text/plain", "text/markdown", "text/html"):
+            parts.append(str(o.get("data", {}).get(kind, "")))
+    return "\n".join(parts)
+
+
+def significant(form: str) -> int:
+    """The significant digits of a printed number: 3 in "0.0128", "1.28%" and "-1.28e-05"."""
+    return len(re.sub(r"[^\d]", "", form.split("e")[0]).lstrip("0"))
+
+
+def shown_forms(value) -> list[str]:
+    """How a printed number equal to ``value`` could look: an integer of 3 or more digits as
+    is; a real number to 3 to 6 significant digits, and a fraction as a percentage with 2 or 3
+    significant digits (fewer would match unrelated numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return []
+    if float(value).is_integer():
+        return [str(int(value))] if abs(value) >= 100 else []
+    forms = {f for f in (f"{value:.{d}g}" for d in range(3, 7)) if significant(f) >= 3}
+    if 0 < value < 1:
+        percent = (f"{100 * value:.{d}g}%" for d in (2, 3))
+        forms |= {f for f in percent if significant(f) >= 2}
+    return sorted(forms)
+
+
+def test_shown_forms():
+    assert shown_forms(0.0127551) == ["0.012755", "0.0127551", "0.01276", "0.0128", "1.28%", "1.3%"]
+    assert shown_forms(774) == ["774"] and shown_forms(16) == [] and shown_forms("b") == []
+    assert "0.0%" not in shown_forms(7.756e-05)
+
+
+def expected_values(out) -> dict[str, object]:
+    """Each exercise's expected value, as the checks of the smoke run logged it."""
+    lines = (out / "exercises.jsonl").read_text().splitlines()
+    return {row["id"]: row["expected"] for row in map(json.loads, lines)}
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("name", LESSONS)
 def test_every_check_prints_correct_in_the_smoke_run(smoke_run, name):
@@ -167,3 +220,23 @@ def test_every_check_prints_correct_in_the_smoke_run(smoke_run, name):
     )
     for ident in idents:
         assert f"Exercise {ident}: {CORRECT}." in text, f"{name}: exercise {ident}"
+        assert f"Exercise {ident}: {TOO_EASY}" not in text, f"{name}: {ident}: a naive guess passes"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", LESSONS)
+def test_no_expected_value_is_shown_before_its_check(smoke_run, name):
+    """Rendered as the teacher edition runs (solutions aside, which the student edition
+    drops), nothing before an exercise's check shows its expected value: no printed number,
+    table entry or sentence to copy."""
+    out, _ = smoke_run
+    executed = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
+    expected = expected_values(out)
+    for ident, cells in exercises(read(name), lesson_number(name)):
+        check = next(i for i, c in enumerate(executed.cells) if c.id == cells[-1].id)
+        before = "\n".join(
+            rendered(c) for c in executed.cells[:check] if SOLUTION_TAG not in tags(c)
+        )
+        for form in shown_forms(expected[ident]):
+            hit = re.search(rf"(?<![\d.]){re.escape(form)}(?![\d])", before)
+            assert hit is None, f"{name}: exercise {ident}'s answer is shown before it: {form}"

@@ -107,10 +107,7 @@ _FRONT_DOOR = {
     "score_histograms": "plots.inversion",
     "signed_grid": "plots.inversion",
     "Explorer": "plots.widgets",
-    "check_array": "teaching.exercises",
-    "check_choice": "teaching.exercises",
-    "check_integer": "teaching.exercises",
-    "check_number": "teaching.exercises",
+    "ex": "teaching.exercises",
 }
 #: Modules the front door names as they are (``ns.paper.ACCURACY``).
 _MODULES = ("paper",)

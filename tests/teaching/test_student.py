@@ -21,9 +21,7 @@ def _teacher(path):
         v4.new_code_cell("answer = None  # your answer", metadata=exercise),
         v4.new_code_cell("answer = 1 + 1  # SECRET-SOLUTION", metadata=solution),
         v4.new_markdown_cell("Because SECRET-EXPLANATION.", metadata=solution),
-        v4.new_code_cell(
-            "from nnspaces.teaching.exercises import check_integer as c\nc('1.1', answer, 2)"
-        ),
+        v4.new_code_cell("import nnspaces as ns\nns.ex('2.3').check(answer)"),
     ]
     cells[4].outputs = [v4.new_output("stream", name="stdout", text="Exercise 1.1: correct.\n")]
     nb = nbformat.v4.new_notebook(cells=cells)
@@ -48,7 +46,7 @@ def test_student_notebook_runs_to_the_unanswered_check(tmp_path, capsys):
     for cell in student.cells:
         if cell.cell_type == "code":
             exec(cell.source, namespace)
-    assert "Exercise 1.1: not answered yet" in capsys.readouterr().out
+    assert "Exercise 2.3: not answered yet" in capsys.readouterr().out
 
 
 def test_write_student_edition_and_cli(tmp_path, capsys):

@@ -179,8 +179,8 @@ def _colour_bar(fig: plt.Figure, ax: plt.Axes, im) -> None:
     """A thin colour bar just right of ``ax``, in an inset, so the image keeps its size."""
     cax = ax.inset_axes([1.04, 0.0, 0.07, 1.0])
     bar = fig.colorbar(im, cax=cax)
-    bar.ax.tick_params(labelsize=5, length=2, pad=1)
-    bar.ax.yaxis.get_offset_text().set_fontsize(5)
+    bar.ax.tick_params(labelsize=7, length=2, pad=1)
+    bar.ax.yaxis.get_offset_text().set_fontsize(7)
 
 
 @styled
@@ -222,10 +222,13 @@ def grouped_bars(
     stacked: bool = False,
     figsize: tuple[float, float] = (7, 2.8),
     reference: float | None = None,
+    reference_label: str | None = None,
 ) -> plt.Figure:
     """Bars for each label, one bar (or stacked segment) per series in ``values``.
 
-    ``reference`` draws a dashed horizontal line (e.g. a paper's number).
+    ``reference`` draws a dashed horizontal line (e.g. a paper's number), named in the legend
+    by ``reference_label``. A ``log`` axis that spans less than four decades is labelled in
+    plain numbers between the powers of ten (:func:`_readable_log_ticks`).
     """
     fig, ax = plt.subplots(figsize=figsize)
     x = np.arange(len(labels))
@@ -240,7 +243,7 @@ def grouped_bars(
         else:
             ax.bar(x - 0.4 + width * (i + 0.5), v, width, label=name)
     if reference is not None:
-        ax.axhline(reference, ls="--", c="k", lw=0.8)
+        ax.axhline(reference, ls="--", c="k", lw=0.8, label=reference_label)
     ax.set_xticks(
         x,
         labels,
@@ -250,12 +253,30 @@ def grouped_bars(
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
+        _readable_log_ticks(ax, [v for v in values.values()])
     if title:
         ax.set_title(title)
-    if n > 1:
+    if n > 1 or reference_label:
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+def _readable_log_ticks(ax: plt.Axes, series: Sequence[Sequence[float]]) -> None:
+    """Label a log axis in plain numbers at 1, 2 and 5 times the powers of ten (1 and 3 times
+    them beyond two decades), when the positive values span less than four decades (else
+    matplotlib's powers of ten stay)."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    v = np.concatenate([np.asarray(s, dtype=float).ravel() for s in series])
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0 or v.max() / v.min() >= 1e4:
+        return
+    decades = math.log10(v.max() / v.min())
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0, 3.0)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 @styled

@@ -88,7 +88,7 @@ def signed_grid(
                     spine.set_edgecolor("C3")
                     spine.set_linewidth(2.5)
         cbar = fig.colorbar(im, cax=axes[r, -1])
-        cbar.ax.tick_params(labelsize=6)
+        cbar.ax.tick_params(labelsize=7)
     heading = title or ""
     if captions is not None:
         heading += ("\n" if heading else "") + f"under each image: {caption_label}"
@@ -106,11 +106,16 @@ def null_space_figure(
 ) -> plt.Figure:
     """Per network two rows: the pre-images of one output (``samples[name]``, ``(k, ...)``) on
     a zero-centred diverging scale, and each one's difference from the first (a null-space
-    component) on its own diverging scale; each row's pixel range in its label."""
-    rows, labels = [], []
+    component) on its own diverging scale; each row's pixel range in its label. The title
+    says, per network, how large the differences are against the images' range (below 5%
+    the images look alike although they differ)."""
+    rows, labels, shares = [], [], []
     for name, x in samples.items():
         x = _np(x).astype(float).reshape(len(x), -1)
         diff = x - x[0]
+        span = float(np.nanmax(x) - np.nanmin(x)) or 1.0
+        share = float(np.nanmax(np.abs(diff))) / span
+        shares.append(f"{name} {share:.1%}" + (" (look alike)" if share < 0.05 else ""))
         rows += [x, diff]
         labels += [
             f"{name}\nimages\n[{np.nanmin(x):.2g}, {np.nanmax(x):.2g}]",
@@ -122,8 +127,9 @@ def null_space_figure(
         row_labels=labels,
         col_labels=[f"sample {i + 1}" for i in range(k)],
         signed=[True] * len(rows),
-        title=f"digit {digit}: {k} pre-images of one output, and their differences "
-        "from sample 1 (pixel range in brackets)",
+        title=f"digit {digit}: {k} pre-images of one output, and their differences from sample 1 "
+        "(own scale per row; pixel range in brackets)\nlargest difference against the images' "
+        "range: " + ", ".join(shares),
         cell=cell,
     )
 

@@ -4,7 +4,7 @@
     python -m nnspaces student --out /tmp/class
 
 The teacher edition is ``notebooks/`` itself. A solution is a cell tagged ``solution`` (see
-:mod:`nnspaces.teaching.exercises` for an exercise's cells); the student edition is written with
+:mod:`nnspaces.teaching.exercise` for an exercise's cells); the student edition is written with
 nbconvert's own preprocessors: ``TagRemovePreprocessor`` drops every solution cell and
 ``ClearOutputPreprocessor`` every output (an output could show an answer). Nothing else
 changes, so the student edition runs like the teacher's and stops at no exercise: each
