@@ -70,24 +70,6 @@ def test_noise_is_found():
     assert noise("saved metrics/fig1.json; True positives: 3", "/o") == []
 
 
-#: What the runner (not the lessons) still prints: ``print(ctx.config)`` shows the
-#: RunConfig's repr with the absolute ``out_dir`` (and ``n_train=None`` for "all"), and the
-#: report's header the absolute output folder. Both are ``nnspaces.runner`` code (issue 24:
-#: RunConfig needs a ``__str__`` without the folder's absolute path, the report a relative one).
-RUNNER_OWNED = pytest.mark.xfail(
-    strict=True, reason="RunConfig's repr and the report header print absolute paths (runner)"
-)
-
-
-@RUNNER_OWNED
-@pytest.mark.notebook
-def test_no_absolute_path_in_the_report(smoke_run):
-    out, _ = smoke_run
-    text = (out / "index.html").read_text()
-    text = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text)
-    assert not noise(text, str(out)), noise(text, str(out))
-
-
 #: The cell that prints the run's configuration (checked apart: its text is the runner's).
 CONFIG_CELL = "print(ctx.config)"
 
@@ -113,7 +95,6 @@ def test_no_path_repr_or_bare_boolean_in_an_executed_lesson(smoke_run, name):
     assert not found, f"{name}: {found}"
 
 
-@RUNNER_OWNED
 @pytest.mark.notebook
 @pytest.mark.parametrize("name", LESSONS)
 def test_the_run_configuration_is_printed_without_paths(smoke_run, name):

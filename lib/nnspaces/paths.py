@@ -25,3 +25,13 @@ README = REPO_ROOT / "README.md"
 README_SNAPSHOT = REPO_ROOT / "docs" / "readme_numbers.json"
 #: The HTML templates of the report and the sweep report.
 TEMPLATES = Path(__file__).resolve().parent / "runner" / "templates"
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as a page or a printout shows it: relative to the repository when it lies
+    inside it (``results/default``), else ``.../<its folder>`` (no machine's absolute paths)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO_ROOT).as_posix() or "."
+    except ValueError:
+        return f".../{path.name}"

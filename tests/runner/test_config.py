@@ -441,3 +441,17 @@ def test_context_trains_each_network_with_its_recipe(ctx, tmp_path, monkeypatch)
     assert used == [net.config] and net.config.optimizer == "adamw"
     assert net.config.schedule == "one-cycle" and net.config.batch_size == 64
     assert net.model(ctx.data.x_test[:3]).shape == (3, 10)
+
+
+def test_a_printed_config_shows_no_absolute_path(tmp_path):
+    """``print(ctx.config)`` in every lesson: the folder relative to the repository, or only its
+    name outside it; "all" where every image is used (None inside the config)."""
+    from nnspaces.paths import REPO_ROOT, shown
+
+    inside = RunConfig.from_profile("default")
+    text = str(inside)
+    assert "out_dir='results/default'" in text and "n_train='all'" in text
+    assert str(REPO_ROOT) not in text
+    outside = str(RunConfig.from_profile("smoke", out_dir=str(tmp_path / "seed1")))
+    assert "out_dir='.../seed1'" in outside and str(tmp_path) not in outside
+    assert shown(REPO_ROOT / "results" / "x") == "results/x" and shown(REPO_ROOT) == "."

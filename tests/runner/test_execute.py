@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -230,3 +233,25 @@ def test_the_cli_refuses_a_field_given_twice_and_an_unknown_one(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--profile", "smoke", "--set", "colour=red"])
     assert "unknown parameters ['colour']" in capsys.readouterr().err
+
+
+@pytest.mark.notebook
+def test_kernels_talk_over_ipc_and_the_console_stays_clean(tmp_path, monkeypatch, capfd):
+    """ipykernel warns on the console, once per notebook, that a TCP kernel runs unencrypted;
+    the runner's kernels use IPC sockets (in the temporary folder, removed at shutdown)."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "fig1_fcnn_signal_space.ipynb", "seed = None", "print('sum', 2 + 2)")
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", folder)
+    sockets = Path(tempfile.mkdtemp(prefix="nn-", dir="/tmp"))  # short: a socket path is short
+    monkeypatch.setattr(run, "tempfile", SimpleNamespace(gettempdir=lambda: str(sockets)))
+    config = RunConfig.from_profile("smoke", out_dir=str(tmp_path / "out"))
+    rows = run.run_notebooks(config, progress=False)
+    assert [r["status"] for r in rows] == ["ok"]
+    executed = nbformat.read(tmp_path / "out" / "notebooks" / "fig1_fcnn_signal_space.ipynb", 4)
+    body = next(c for c in executed.cells if "print('sum'" in c.source)
+    assert body.outputs[0]["text"] == "sum 4\n"
+    console = capfd.readouterr()
+    assert "without encryption" not in console.err + console.out
+    assert list(sockets.iterdir()) == []  # the kernel's sockets were there, and are removed
+    sockets.rmdir()

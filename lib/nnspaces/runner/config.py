@@ -27,7 +27,7 @@ from ..data import DATASETS, Dataset, load_dataset
 from ..files import atomic_write, write_json
 from ..inversion.targets import ScoreStats, make_targets
 from ..models import check_network
-from ..paths import RESULTS
+from ..paths import RESULTS, shown
 from ..training import TrainConfig, TrainedNetwork, get_trained, save_checkpoint
 
 #: What a notebook's ``n_train = "all"`` means: every image (None inside a RunConfig).
@@ -133,6 +133,14 @@ class RunConfig:
                 raise ValueError(f"epochs={e!r} must be an integer or a dict by network")
             given["epochs"] = {**base.epochs, **e}
         return dataclasses.replace(base, **given)
+
+    def __str__(self) -> str:
+        """The run's parameters as a notebook prints them: ``"all"`` for every image, the
+        output folder relative to the repository (:func:`nnspaces.paths.shown`)."""
+        values = {**self.parameters(), "out_dir": shown(self.output_dir)}
+        return f"RunConfig {self.profile!r}: " + ", ".join(
+            f"{k}={v!r}" for k, v in values.items() if k != "profile"
+        )
 
     @property
     def output_dir(self) -> Path:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
+import uuid
 from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,27 @@ def available_notebooks(folder: str | Path | None = None) -> list[str]:
     """Names of the notebooks the runner knows that exist in ``folder`` (``notebooks/``)."""
     folder = Path(NOTEBOOK_DIR if folder is None else folder)
     return [n for n in runner_notebooks() if (folder / f"{n}.ipynb").is_file()]
+
+
+#: The longest socket prefix used for IPC (a Unix socket's path has room for about 100 bytes).
+IPC_PATH_LIMIT = 90
+
+
+def _ipc_kernel_manager():
+    """A jupyter_client KernelManager whose kernel talks over IPC sockets in the temporary
+    folder instead of TCP on localhost: the same kernel, without ipykernel's warning that TCP
+    runs unencrypted (printed once per notebook on the console) and without open ports."""
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kwargs):
+            prefix = Path(tempfile.gettempdir()) / f"nnspaces-kernel-{uuid.uuid4().hex[:12]}"
+            if len(str(prefix)) > IPC_PATH_LIMIT:  # a socket's path is limited: stay on TCP
+                super().__init__(**kwargs)
+            else:
+                super().__init__(transport="ipc", ip=str(prefix), **kwargs)  # sockets prefix-N
+
+    return IPCKernelManager
 
 
 def _kernel_name() -> str:
@@ -166,6 +189,7 @@ def execute_notebook(job: dict[str, Any]) -> dict[str, Any]:
                 job["output"],
                 parameters=job["parameters"],
                 kernel_name=job["kernel"],
+                kernel_manager_class=_ipc_kernel_manager(),
                 cwd=job["cwd"],
                 progress_bar=job["cell_bar"],
             )

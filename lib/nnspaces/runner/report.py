@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from .. import paper
 from ..files import atomic_write, leaves
-from ..paths import TEMPLATES
+from ..paths import TEMPLATES, shown
 from .html import now, write_page
 from .metrics import MetricsLayoutError
 from .notebooks import caption, figure_rank, names_of_kind, notebook, runner_notebooks
@@ -336,7 +336,7 @@ def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
         profile=str((run or {}).get("profile") or out_dir.name),
         citation=paper.CITATION,
         written=now(),
-        source=str(out_dir.resolve()),
+        source=shown(out_dir),
         key_numbers=key_rows,
         inversion=inversion,
         notebooks=notebooks,
