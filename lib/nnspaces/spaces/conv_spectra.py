@@ -204,7 +204,7 @@ def circular_spectrum(view: ConvView, grid=None, dtype=torch.complex128) -> np.n
     out = [n // st for n, st in zip(grid, s, strict=True)]
     idx = np.arange(F_out)
     neg = np.ravel_multi_index(
-        tuple((-f) % n for f, n in zip(np.unravel_index(idx, out), out)), out
+        tuple((-f) % n for f, n in zip(np.unravel_index(idx, out), out, strict=True)), out
     )
     keep = idx <= neg
     S = torch.linalg.svdvals(K[torch.as_tensor(keep, device=K.device)]).reshape(keep.sum(), -1)
