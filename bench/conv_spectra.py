@@ -19,7 +19,7 @@ import time
 import torch
 import torchvision
 
-from nnspaces.spaces.conv_spectra import conv_table
+from nnspaces.spaces.conv_table import conv_table
 
 
 def main() -> None:

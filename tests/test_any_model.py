@@ -214,3 +214,17 @@ def test_a_torchvision_model_at_224_is_analysed_not_inverted_and_its_conv_table_
     assert [r["layer"] for r in table] == ["conv1"]
     assert table[0]["circular_norm_label"] == "exact-for-circular"
     assert float(table[0]["sigma_max_upper"]) >= float(table[0]["sigma_max"])
+
+
+def test_lazy_layers_are_sized_by_one_pass_and_counted_only_then(model_file):
+    from nnspaces.models import materialize, n_parameters
+
+    model = load_model(f"{model_file}:make_cnn").train()
+    with pytest.raises(ValueError, match=r"lazy parameters not sized yet \(conv\.weight"):
+        n_parameters(model)
+    assert materialize(model, (1, 28, 28)) is model and model.training  # its mode restored
+    # conv 1 -> 4 channels 3 x 3 (+ bias), BatchNorm 4 + 4, fc (4 * 14 * 14) -> 10 (+ bias)
+    assert n_parameters(model) == (4 * 9 + 4) + 8 + (4 * 14 * 14 * 10 + 10)
+    assert torch.all(model.bn.running_mean == 0)  # eval mode: no statistics updated
+    with pytest.raises(ValueError, match=r"cannot size the lazy layers .* shape \(3, 2\)"):
+        materialize(load_model(f"{model_file}:make_cnn"), (3, 2))

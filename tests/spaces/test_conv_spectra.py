@@ -15,12 +15,12 @@ from nnspaces.spaces.conv_spectra import (
     LABELS,
     ConvMap,
     circular_spectrum,
-    conv_table,
     conv_view,
     kernel_norm,
     lanczos_extremes,
     layer_spectrum,
 )
+from nnspaces.spaces.conv_table import conv_table
 from nnspaces.spaces.operators import ConvOperator
 
 EPS32 = float(np.finfo(np.float32).eps)
