@@ -81,6 +81,8 @@ def test_load_model_from_a_file_with_weights(model_file, tmp_path):
     again = load_model(f"{model_file}:make", str(tmp_path / "w.pt"), width=3)
     assert torch.equal(again.fc.weight, trained.fc.weight) and not again.training
     assert type(load_model("torch.nn:Identity")).__name__ == "Identity"
+    # the factory's own `weights` keyword reaches the factory (torchvision's convention)
+    assert load_model("torchvision.models:resnet18", None, weights=None).fc.out_features == 1000
 
 
 @pytest.mark.parametrize(

@@ -356,10 +356,12 @@ def model_as(model: nn.Module, dtype: torch.dtype, device: str | torch.device) -
     return work
 
 
-def load_model(spec: str, weights: str | None = None, **kwargs) -> nn.Module:
+def load_model(spec: str, weights: str | None = None, /, **kwargs) -> nn.Module:
     """A model from an import string, ``package.module:factory`` or ``path/to/file.py:factory``
     (``factory(**kwargs)`` must return an ``nn.Module``), with its ``state_dict`` loaded from
-    ``weights`` when given; in eval mode. Every failure names what was asked for."""
+    ``weights`` when given; in eval mode. Every failure names what was asked for. ``spec`` and
+    ``weights`` are positional only, so ``kwargs`` may hold the factory's own ``weights``
+    (torchvision's ``resnet18(weights=None)``)."""
     import importlib
     import importlib.util
     from pathlib import Path
