@@ -116,7 +116,13 @@ def _run(tmp_path, **parameters):
     pm.execute_notebook(
         NOTEBOOK_DIR / "any_model.ipynb",
         tmp_path / "any_model.ipynb",
-        parameters={"out_dir": str(out), "n_train": 200, "n_test": 100, **parameters},
+        parameters={
+            "out_dir": str(out),
+            "n_train": 200,
+            "n_test": 100,
+            "resnet": None,
+            **parameters,
+        },
         kernel_name="nnspaces" if _has_kernel() else "python3",
         cwd=str(NOTEBOOK_DIR),
         progress_bar=False,
