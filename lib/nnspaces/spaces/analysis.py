@@ -161,7 +161,9 @@ def _lanczos_values(conv, op: ConvOperator, eps: float, max_steps: int, real: bo
     """A large operator's row matrix-free (:func:`~nnspaces.spaces.conv_spectra.layer_spectrum`):
     values that are bounds, not exact, are named in ``reason``; the null-space dimension and
     rank only where exact, ``sigma_min`` only where exact and nonzero."""
-    s = layer_spectrum(conv, op.input_shape, max_steps=max_steps, eps=eps)
+    s = layer_spectrum(
+        conv, op.input_shape, max_steps=max_steps, eps=eps, upper_bound=False, circular=False
+    )
     m, n = s.shape
     exact = s.null_dim_label == "exact"
     rank = n - s.null_dim if exact else None

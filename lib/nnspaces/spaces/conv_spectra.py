@@ -353,11 +353,13 @@ def layer_spectrum(
     eps: float = float(np.finfo(np.float32).eps),
     seed: int = 0,
     upper_bound: bool = True,
+    circular: bool = True,
 ) -> LayerSpectrum:
     """The values of the module docstring for one layer on ``input_shape`` (``(C, *spatial)``).
     ``smallest_steps``: Lanczos steps to spend at least (0: stop once ``sigma_max`` is
     certified; the smallest singular value is then a loose upper bound). ``upper_bound``:
-    whether to compute ``sigma_max_upper`` (a second FFT spectrum, on the padded grid)."""
+    whether to compute ``sigma_max_upper`` (a second FFT spectrum, on the padded grid);
+    ``circular``: whether to compute the circular spectrum (None where not)."""
     seconds = {}
     t = time.perf_counter()
     knorm = kernel_norm(conv)
@@ -366,7 +368,7 @@ def layer_spectrum(
     m, n = op.shape
     view = conv_view(conv, op.input_shape, op.output_shape)
     t = time.perf_counter()
-    circ = circular_spectrum(view)
+    circ = circular_spectrum(view) if circular else None
     seconds["circular"] = time.perf_counter() - t
     t = time.perf_counter()
     upper = zero_padding_upper_bound(view) if upper_bound else None
