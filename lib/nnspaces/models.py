@@ -206,9 +206,49 @@ def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)}
 
 
+def _lazy(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``model`` that lazy modules have not sized yet."""
+    from torch.nn.parameter import is_lazy
+
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    return [name for name, t in tensors if is_lazy(t)]
+
+
 def n_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters. A model with lazy layers (``nn.LazyLinear``, ...)
+    must be materialised first (:func:`materialize`): their sizes are not known before."""
+    lazy = _lazy(model)
+    if lazy:
+        raise ValueError(
+            f"{type(model).__name__} has lazy parameters not sized yet ({', '.join(lazy)}): "
+            "call nnspaces.models.materialize(model, input_shape) first"
+        )
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def materialize(model: nn.Module, input_shape: tuple[int, ...], device=None) -> nn.Module:
+    """Size the lazy layers of ``model`` (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) by one
+    forward pass of two zero inputs of ``input_shape`` (no batch dimension), in eval mode,
+    the model's mode restored, on ``device`` (default: where its parameters are). Nothing
+    happens to a model without lazy layers. Returns the model."""
+    if not _lazy(model):
+        return model
+    if device is None:
+        device = next(model.parameters()).device
+    shape = tuple(int(s) for s in input_shape)
+    was_training = model.training
+    model.eval()  # (frozen() cannot touch a lazy parameter's requires_grad)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *shape, device=device))
+    except Exception as e:
+        raise ValueError(
+            f"cannot size the lazy layers of {type(model).__name__} with an input of shape "
+            f"{shape}: {e}"
+        ) from None
+    finally:
+        model.train(was_training)
+    return model
 
 
 def n_outputs_of(model: nn.Module) -> int:
@@ -316,10 +356,12 @@ def model_as(model: nn.Module, dtype: torch.dtype, device: str | torch.device) -
     return work
 
 
-def load_model(spec: str, weights: str | None = None, **kwargs) -> nn.Module:
+def load_model(spec: str, weights: str | None = None, /, **kwargs) -> nn.Module:
     """A model from an import string, ``package.module:factory`` or ``path/to/file.py:factory``
     (``factory(**kwargs)`` must return an ``nn.Module``), with its ``state_dict`` loaded from
-    ``weights`` when given; in eval mode. Every failure names what was asked for."""
+    ``weights`` when given; in eval mode. Every failure names what was asked for. ``spec`` and
+    ``weights`` are positional only, so ``kwargs`` may hold the factory's own ``weights``
+    (torchvision's ``resnet18(weights=None)``)."""
     import importlib
     import importlib.util
     from pathlib import Path

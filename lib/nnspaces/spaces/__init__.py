@@ -2,10 +2,14 @@
 exact operators of convolutions, and :func:`analyze` for any torch model.
 
 ``layer`` (one weight matrix) -> ``residuals`` (projections of images) -> ``operators``
-(convolutions as matrix-free operators) -> ``analysis`` (every layer of a model).
+(convolutions as matrix-free operators) -> ``conv_spectra`` (convolutions at real input sizes:
+Lanczos, the circular FFT spectrum, labelled bounds) -> ``conv_table`` (every convolution of a
+model) -> ``analysis`` (every layer of a model).
 """
 
 from .analysis import analyze, attention_heads, head_matrices, layernorm_reach
+from .conv_spectra import circular_spectrum, kernel_norm, layer_spectrum
+from .conv_table import conv_table
 from .layer import (
     LayerSpaces,
     condition_number,
@@ -29,13 +33,17 @@ __all__ = [
     "Spectrum",
     "analyze",
     "attention_heads",
+    "circular_spectrum",
     "class_residuals",
     "condition_number",
+    "conv_table",
     "conv_as_matrix",
     "energy_kept",
     "energy_kept_per_layer",
     "head_matrices",
+    "kernel_norm",
     "layer_spaces",
+    "layer_spectrum",
     "layernorm_reach",
     "null_space_residual",
     "rank_tolerance",

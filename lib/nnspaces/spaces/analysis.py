@@ -29,6 +29,7 @@ Attention, head by head (e.g. the registry's ``vit``: 4 layers x 4 heads)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 from ..models import REGISTRY, frozen, network_name
+from .conv_spectra import layer_spectrum
 from .layer import condition_number, conv_as_matrix
 from .operators import ConvOperator, Spectrum, spectrum, spectrum_and_energy
 
@@ -155,7 +157,44 @@ def attention_heads(table):
     return rows[keep].reset_index(drop=True)
 
 
-def _conv_row(name, conv, x, real: bool, eps: float, dense_limit: int) -> dict[str, Any]:
+def _lanczos_values(conv, op: ConvOperator, eps: float, max_steps: int, real: bool) -> dict:
+    """A large operator's row matrix-free (:func:`~nnspaces.spaces.conv_spectra.layer_spectrum`):
+    values that are bounds, not exact, are named in ``reason``; the null-space dimension and
+    rank only where exact, ``sigma_min`` only where exact and nonzero."""
+    s = layer_spectrum(
+        conv, op.input_shape, max_steps=max_steps, eps=eps, upper_bound=False, circular=False
+    )
+    m, n = s.shape
+    exact = s.null_dim_label == "exact"
+    rank = n - s.null_dim if exact else None
+    tol = s.sigma_max * max(m, n) * eps
+    nonzero = s.sigma_min_label == "exact" and s.sigma_min > tol
+    bounds = [f"sigma_max is a {s.sigma_max_label}"] if s.sigma_max_label != "exact" else []
+    if not exact:
+        bounds.append(f"null_dim is at least {s.null_dim}")
+    if s.sigma_min_label != "exact":
+        bounds.append(f"the smallest singular value is at most {s.sigma_min:.4g}")
+    if real:
+        bounds.append("input energy: needs the dense operator")
+    return {
+        "shape": f"{m} x {n}",
+        "rank": rank,
+        "condition_number": s.sigma_max / s.sigma_min if nonzero else math.nan,
+        "condition_number_all": s.sigma_max / s.sigma_min
+        if s.sigma_min_label == "exact" and s.sigma_min > 0
+        else (math.inf if s.sigma_min == 0 and exact else math.nan),
+        "null_dim": s.null_dim if exact else None,
+        "left_null_dim": m - rank if exact else None,
+        "sigma_max": s.sigma_max,
+        "sigma_min": s.sigma_min if nonzero else math.nan,
+        "method": f"lanczos ({s.lanczos_steps} steps)" if s.lanczos_steps else "structure (1 x 1)",
+        "reason": "; ".join(bounds),
+    }
+
+
+def _conv_row(
+    name, conv, x, real: bool, eps: float, dense_limit: int, max_steps: int
+) -> dict[str, Any]:
     w = conv.weight.detach()
     kernel = condition_number(conv_as_matrix(w) if w.ndim == 4 else w.reshape(-1, w.shape[-1]))
     if x is None:
@@ -171,16 +210,8 @@ def _conv_row(name, conv, x, real: bool, eps: float, dense_limit: int) -> dict[s
     label = f"convolution operator on {' x '.join(map(str, op.input_shape))}"
     m, n = op.shape
     if m * n > dense_limit:
-        spec = spectrum(op, eps=eps, dense_limit=dense_limit)
-        reason = "input energy: needs the dense operator" if real else ""
-        return _row(
-            name,
-            conv,
-            label,
-            **_spectrum_values(spec),
-            kernel_condition_number=kernel,
-            reason=reason,
-        )
+        return _row(name, conv, label, **_lanczos_values(conv, op, eps, max_steps, real),
+                    kernel_condition_number=kernel)  # fmt: skip
     spec, energy = _dense(op.matrix(), x if real else None, eps)
     return _row(
         name,
@@ -251,6 +282,7 @@ def analyze(
     n_images: int = 256,
     dense_limit: int | None = None,
     eps: float | None = None,
+    max_steps: int = 300,
 ):
     """One row per analysed matrix of ``model`` and one per module or parameter it does not
     analyse (with the reason): a pandas DataFrame with :data:`COLUMNS`.
@@ -260,6 +292,9 @@ def analyze(
     input-energy column. Without data, ``input_shape`` (one input, no batch dimension; a
     registered network's own by default) gives the sizes, and the energy column is empty.
     ``eps``: the weights' precision for the rank tolerance (default: their dtype's).
+    Convolutions over ``dense_limit`` entries are analysed matrix-free, by Lanczos with at
+    most ``max_steps`` steps (:mod:`nnspaces.spaces.conv_spectra`); what that leaves a bound
+    is said in ``reason``.
     """
     import pandas as pd
 
@@ -291,7 +326,7 @@ def analyze(
             W = module.weight.detach().double().cpu().numpy()
             rows.append(_matrix_row(name, module, "weight", W, x if real else None, eps))
         elif isinstance(module, nn.Conv1d | nn.Conv2d):
-            rows.append(_conv_row(name, module, x, real, eps, dense_limit))
+            rows.append(_conv_row(name, module, x, real, eps, dense_limit, max_steps))
         elif isinstance(module, nn.Embedding):
             W = module.weight.detach().double().cpu().numpy().T
             row = _matrix_row(name, module, "embedding (one-hot -> vector)", W, None, eps)
