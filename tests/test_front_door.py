@@ -24,6 +24,8 @@ CLAIM = "builds a statement about the run by hand (to become a registered claim)
 LONG_CELLS = {
     ("any_model", "cd5fdf43"): "loads the user's model and reports what the library can do",
     ("any_model", "152ff790"): "the comparison of every method on the user's model",
+    ("any_model", "f502494d"): "checks the user's parameters, loads and sizes their model",
+    ("any_model", "b41d9f53"): "the convolution table of a torchvision ResNet at 224 x 224",
     ("fig1_fcnn_signal_space", "cell-09"): "Figure 1 itself: " + CLAIM,
     ("fig1_fcnn_signal_space", "cell-11"): "the energy in the row space: " + CLAIM,
     ("fig2_resnet_conv_signal_space", "cell-09"): "Figure 2 itself: " + CLAIM,

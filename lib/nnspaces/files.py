@@ -50,6 +50,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, to_json(obj) + "\n")
 
 
+def write_csv(path: str | Path, table: Any) -> Path:
+    """A pandas DataFrame as CSV (no index column), written atomically."""
+    return atomic_write(path, table.to_csv(index=False))
+
+
 def to_json(obj: Any, *, indent: int | None = 2) -> str:
     """``obj`` as strict JSON text (what every JSON file of the library holds): values as
     :func:`jsonable` makes them, so NaN and infinities are ``null``, never ``NaN``."""

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from ..data import DATASETS, Dataset, load_dataset
-from ..files import atomic_write, write_json
+from ..files import write_csv, write_json
 from ..inversion.targets import ScoreStats, make_targets
 from ..models import check_network
 from ..paths import RESULTS, shown
@@ -258,7 +258,7 @@ class RunContext:
 
     def save_table(self, name: str, table: pd.DataFrame) -> Path:
         """Write ``table`` as ``<out_dir>/tables/<name>.csv``, atomically."""
-        return atomic_write(self.out_dir / "tables" / f"{name}.csv", table.to_csv(index=False))
+        return write_csv(self.out_dir / "tables" / f"{name}.csv", table)
 
     def figure_path(self, name: str) -> Path:
         """``<out_dir>/figures/<name>.png``."""
