@@ -22,8 +22,6 @@ MAX_LINES = 15
 #: claim; the rest are the lesson's own computation, shown where it is taught.
 CLAIM = "builds a statement about the run by hand (to become a registered claim)"
 LONG_CELLS = {
-    ("any_model", "cd5fdf43"): "loads the user's model and reports what the library can do",
-    ("any_model", "152ff790"): "the comparison of every method on the user's model",
     ("any_model", "f502494d"): "checks the user's parameters, loads and sizes their model",
     ("any_model", "b41d9f53"): "the convolution table of a torchvision ResNet at 224 x 224",
     ("fig1_fcnn_signal_space", "cell-09"): "Figure 1 itself: " + CLAIM,
