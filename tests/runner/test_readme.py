@@ -70,7 +70,10 @@ def test_a_run_without_run_json_has_no_times(tmp_path):
 
 def test_update_rewrites_only_the_block(tmp_path):
     page = tmp_path / "README.md"
-    page.write_text(f"# title\n\nbefore\n{readme.START}\nold numbers\n{readme.END}\nafter\n")
+    lessons = f"{readme.LESSONS_START}\n{readme.LESSONS_END}"
+    page.write_text(
+        f"# title\n\nbefore\n{readme.START}\nold numbers\n{readme.END}\n{lessons}\nafter\n"
+    )
     readme.update(_run(tmp_path), page, tmp_path / "snap.json")
     text = page.read_text()
     assert text.startswith("# title\n\nbefore\n") and text.endswith("\nafter\n")
@@ -81,3 +84,24 @@ def test_update_rewrites_only_the_block(tmp_path):
         readme.update(_run(tmp_path / "again"), page, tmp_path / "snap.json")
     with pytest.raises(FileNotFoundError, match="holds no metrics"):
         readme.snapshot(tmp_path / "empty")
+
+
+def test_the_readme_lists_the_registrys_lessons():
+    """The README's table of lessons is the registry's (names, order, what each teaches, its
+    minutes), as ``python -m nnspaces readme`` writes it."""
+    text = readme.README.read_text()
+    block = readme.readme_block(text, readme.LESSONS_START, readme.LESSONS_END)
+    assert block == readme.lessons_block()
+    assert block.count("\n| ") == 7  # the header and six lessons
+    assert "| 6 | `lesson6_followup_paper` |" in block and block.endswith(readme.LESSONS_END)
+
+
+def test_update_writes_both_blocks(tmp_path):
+    page = tmp_path / "README.md"
+    stale = readme.lessons_block().replace("| 45 min |", "| 44 min |")
+    assert stale != readme.lessons_block()
+    page.write_text(f"intro\n{readme.START}\nold\n{readme.END}\nmiddle\n{stale}\nend\n")
+    readme.update(_run(tmp_path), readme=page, snap_path=tmp_path / "snap.json")
+    text = page.read_text()
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("\nend\n")
+    assert readme.lessons_block() in text and "44 min" not in text and "\nold\n" not in text

@@ -36,7 +36,8 @@ class Figure:
 class Notebook:
     """One notebook: ``name`` (``notebooks/<name>.ipynb``), ``title``, ``kind`` (one of
     :data:`KINDS`), ``metrics`` (the metrics file it writes, None for none), its ``figures``,
-    ``minutes`` a student needs (lessons), and whether the runner executes it (``runs``)."""
+    ``minutes`` a student needs and what it ``teaches`` (lessons), and whether the runner
+    executes it (``runs``)."""
 
     name: str
     title: str
@@ -44,6 +45,7 @@ class Notebook:
     metrics: str | None = None
     figures: tuple[Figure, ...] = ()
     minutes: int | None = None
+    teaches: str = ""
     runs: bool = True
 
     def __post_init__(self) -> None:
@@ -64,6 +66,7 @@ NOTEBOOKS = (
         "Figure 1: signal space of the one-layer FCNN",
         "figure",
         metrics="fig1",
+        teaches="the paper's Figure 1: SVD, row and null space, residuals of a one-layer network",
         minutes=45,
         figures=(
             Figure(
@@ -84,6 +87,8 @@ NOTEBOOKS = (
         "Figure 2: signal space of a ResNet18 convolution",
         "figure",
         metrics="fig2",
+        teaches="the paper's Figure 2: conv kernels as a matrix, and the exact convolution "
+        "operator",
         minutes=50,
         figures=(
             Figure(
@@ -110,6 +115,7 @@ NOTEBOOKS = (
         "Figure 3: inverse images",
         "figure",
         metrics="fig3",
+        teaches="the paper's Figure 3: targets, the paper's inverse maps, ours",
         minutes=30,
         figures=(
             Figure(
@@ -134,6 +140,7 @@ NOTEBOOKS = (
         "Lesson 4: exact and Newton inversion, the null space",
         "lesson",
         metrics="lesson4",
+        teaches='exact pre-images and Newton: the null space as a family of inputs',
         minutes=30,
         figures=(
             Figure(
@@ -154,6 +161,7 @@ NOTEBOOKS = (
         "Lesson 5: the box, image priors, natural pre-images",
         "lesson",
         metrics="lesson5",
+        teaches='the pixel box, image priors, pre-images that look like digits',
         minutes=35,
         figures=(
             Figure(
@@ -185,6 +193,8 @@ NOTEBOOKS = (
         "Lesson 6: the follow-up paper's methods on four networks",
         "lesson",
         metrics="lesson6",
+        teaches="the follow-up paper: probability targets, Levenberg-Marquardt, random backward "
+        "walks, a vision transformer's heads",
         minutes=40,
         figures=(
             Figure(

@@ -18,11 +18,14 @@ from typing import Any
 from ..files import atomic_write, write_json
 from ..paths import README, README_SNAPSHOT
 from .metrics import Lesson5Metrics
+from .notebooks import lessons
 from .numbers import inversion_table, key_numbers, read_back, read_metrics
 
 SNAPSHOT = README_SNAPSHOT
 START = "<!-- nnspaces:numbers:start (written by `python -m nnspaces readme`; do not edit) -->"
 END = "<!-- nnspaces:numbers:end -->"
+LESSONS_START = "<!-- nnspaces:lessons:start (from the notebook registry; do not edit) -->"
+LESSONS_END = "<!-- nnspaces:lessons:end -->"
 
 
 def snapshot(out_dir: str | Path) -> dict[str, Any]:
@@ -127,18 +130,29 @@ def render(snap: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def readme_block(text: str) -> str:
-    """The generated block of a README's text (markers included)."""
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the README has no generated block: {START!r} ... {END!r}")
-    return text[start : end + len(END)]
+def lessons_block() -> str:
+    """The README's table of lessons, from the notebook registry."""
+    lines = [LESSONS_START, "| # | notebook | what it teaches | time |", "|---|---|---|---|"]
+    for i, nb in enumerate(lessons(), 1):
+        lines.append(f"| {i} | `{nb.name}` | {nb.teaches} | {nb.minutes} min |")
+    return "\n".join([*lines, LESSONS_END])
+
+
+def readme_block(text: str, start: str = START, end: str = END) -> str:
+    """The generated block of a README's text between ``start`` and ``end`` (included)."""
+    a, b = text.find(start), text.find(end)
+    if a < 0 or b < a:
+        raise ValueError(f"the README has no generated block: {start!r} ... {end!r}")
+    return text[a : b + len(end)]
 
 
 def update(out_dir: str | Path, readme: Path = README, snap_path: Path = SNAPSHOT) -> Path:
-    """Write the snapshot of ``out_dir``'s metrics and the README block made from it."""
+    """Write the snapshot of ``out_dir``'s metrics and the README blocks: the numbers made
+    from it, and the lessons from the notebook registry."""
     snap = snapshot(out_dir)
     write_json(snap_path, snap)
     text = readme.read_text()
-    atomic_write(readme, text.replace(readme_block(text), render(snap)))
+    text = text.replace(readme_block(text), render(snap))
+    text = text.replace(readme_block(text, LESSONS_START, LESSONS_END), lessons_block())
+    atomic_write(readme, text)
     return readme
