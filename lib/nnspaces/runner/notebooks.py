@@ -200,7 +200,13 @@ NOTEBOOKS = (
             Figure(
                 "lesson6_probability",
                 "Lesson 6: images inside [0, 1] that give p(c) >= 0.9 from the average image, "
-                "per network and method; under each, p(c) (x: below the level).",
+                "raw-score targets, per network and method; under each, p(c) (x: below the "
+                "level).",
+            ),
+            Figure(
+                "lesson6_probability_log_odds",
+                "Lesson 6: the same with one log-odds equation per class, which leaves the other "
+                "scores free; under each image, p(c) (x: below the level).",
             ),
             Figure(
                 "lesson6_lm_min_max",
