@@ -10,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import math  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -412,3 +414,25 @@ def test_in_a_notebook_save_figure_shows_the_saved_png_and_closes_the_figure(tmp
         width = img.size[0]
     assert image.width == round(width * 110 / 150)  # the size it has on screen (figure.dpi)
     assert not plt.fignum_exists(fig.number)
+
+
+def test_bars_name_the_reference_line_and_label_a_short_log_axis():
+    """fig2_per_layer: the paper's dashed line is in the legend, and a log axis over values
+    between 0.01 and 0.1 is labelled at plain numbers between the powers of ten (it had ticks
+    at 1 and 10 only, so 1.00 against 1.08 could not be read)."""
+    values = {"trained": np.array([0.012, 0.03, 0.08]), "init": np.array([0.02, 0.05, 0.07])}
+    fig = plots.grouped_bars(
+        values, ["a", "b", "c"], log=True, reference=0.07, reference_label="paper"
+    )
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "paper" in labels and "trained" in labels
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    shown = [
+        float(t.get_text().replace("−", "-"))
+        for t in ax.get_yticklabels()
+        if t.get_text() and low <= t.get_position()[1] <= high
+    ]
+    assert len(shown) >= 2 and any(not math.log10(v).is_integer() for v in shown)
+    plt.close(fig)
