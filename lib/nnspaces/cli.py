@@ -90,11 +90,14 @@ def _run(args: argparse.Namespace) -> int:
     from .runner.sweep.grid import parse_assignment
 
     given = dict(parse_assignment(s, many=False) for s in args.set)
-    for flag in ("device", "seed"):
+    if "profile" in given:
+        raise ValueError("the profile is --profile NAME, not --set profile=...")
+    for flag in ("device", "seed", "out_dir"):
         if flag in given and getattr(args, flag) is not None:
-            raise ValueError(f"{flag} given twice (--{flag} and --set {flag}=...)")
+            option = "--" + flag.replace("_", "-")
+            raise ValueError(f"{flag} given twice ({option} and --set {flag}=...)")
         given.setdefault(flag, getattr(args, flag))
-    config = RunConfig.from_profile(args.profile, out_dir=args.out_dir, **given)
+    config = RunConfig.from_profile(args.profile, **given)
     only = args.only or names_of_kind(*(args.kind or ("figure", "tool")))
     rows = run_notebooks(config, only=only, jobs=args.jobs)
     print(format_table(rows))

@@ -233,6 +233,12 @@ def test_the_cli_refuses_a_field_given_twice_and_an_unknown_one(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--profile", "smoke", "--set", "colour=red"])
     assert "unknown parameters ['colour']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--out-dir", "a", "--set", "out_dir=b"])
+    assert "out_dir given twice (--out-dir and --set out_dir=...)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--set", "profile=paper"])
+    assert "the profile is --profile NAME" in capsys.readouterr().err
 
 
 @pytest.mark.notebook
