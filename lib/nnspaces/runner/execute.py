@@ -50,9 +50,12 @@ def _ipc_kernel_manager():
     """A jupyter_client KernelManager whose kernel talks over IPC sockets in the temporary
     folder instead of TCP on localhost: the same kernel, without ipykernel's warning that TCP
     runs unencrypted (printed once per notebook on the console) and without open ports."""
-    from jupyter_client.manager import KernelManager
+    # nbclient's own default is the asynchronous manager: a synchronous one starts kernels
+    # through jupyter_core's runner thread, which a worker forked after an in-process run
+    # inherits without its thread (and waits on forever)
+    from jupyter_client.manager import AsyncKernelManager
 
-    class IPCKernelManager(KernelManager):
+    class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             prefix = Path(tempfile.gettempdir()) / f"nnspaces-kernel-{uuid.uuid4().hex[:12]}"
             if len(str(prefix)) > IPC_PATH_LIMIT:  # a socket's path is limited: stay on TCP
