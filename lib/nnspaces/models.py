@@ -233,19 +233,15 @@ def materialize(model: nn.Module, input_shape: tuple[int, ...], device=None) -> 
     happens to a model without lazy layers. Returns the model."""
     if not _lazy(model):
         return model
-    if device is None:
-        device = next(model.parameters()).device
-    shape = tuple(int(s) for s in input_shape)
-    was_training = model.training
+    device = next(model.parameters()).device if device is None else device
+    shape, was_training = tuple(int(s) for s in input_shape), model.training
     model.eval()  # (frozen() cannot touch a lazy parameter's requires_grad)
     try:
         with torch.no_grad():
             model(torch.zeros(2, *shape, device=device))
     except Exception as e:
-        raise ValueError(
-            f"cannot size the lazy layers of {type(model).__name__} with an input of shape "
-            f"{shape}: {e}"
-        ) from None
+        what = f"the lazy layers of {type(model).__name__} with an input of shape {shape}"
+        raise ValueError(f"cannot size {what}: {e}") from None
     finally:
         model.train(was_training)
     return model

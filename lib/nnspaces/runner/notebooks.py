@@ -140,7 +140,7 @@ NOTEBOOKS = (
         "Lesson 4: exact and Newton inversion, the null space",
         "lesson",
         metrics="lesson4",
-        teaches='exact pre-images and Newton: the null space as a family of inputs',
+        teaches="exact pre-images and Newton: the null space as a family of inputs",
         minutes=30,
         figures=(
             Figure(
@@ -161,7 +161,7 @@ NOTEBOOKS = (
         "Lesson 5: the box, image priors, natural pre-images",
         "lesson",
         metrics="lesson5",
-        teaches='the pixel box, image priors, pre-images that look like digits',
+        teaches="the pixel box, image priors, pre-images that look like digits",
         minutes=35,
         figures=(
             Figure(

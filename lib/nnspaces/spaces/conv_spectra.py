@@ -5,27 +5,24 @@ input value (:mod:`nnspaces.spaces.operators`); at ImageNet sizes it has 10^5 to
 and no dense SVD runs. This module gives, per layer, with each value labelled by what it is:
 
 - ``kernel_norm``: the largest singular value of the ``c_out x (c_in * k * k)`` reshaped
-  kernel, the matrix ``torch.nn.utils.spectral_norm`` normalises. Not the operator norm.
+  kernel that ``torch.nn.utils.spectral_norm`` normalises (not the operator norm).
 - ``sigma_max`` (exact): Lanczos on the Gram map ``A^T A`` (or ``A A^T``, the smaller side),
   with the layer's own convolution and its exact adjoint (``torch.func.vjp``), on the model's
   device; stopped when the Ritz residual certifies ``sigma_max`` to :data:`RTOL`.
-- ``circular`` (exact-for-circular): every singular value of the same kernel applied with
-  circular (wrap-around) padding, by the FFT method of Sedghi, Gupta & Long (ICLR 2019): for
-  each frequency the SVD of the ``c_out x c_in`` matrix of the kernel's DFT; a stride ``s``
-  by the polyphase decomposition (the ``s^d`` frequencies that alias onto one output
-  frequency side by side). Applies where every spatial size is a multiple of the stride.
+- ``circular`` (exact-for-circular): every singular value of the kernel with wrap-around
+  padding, by the FFT method of Sedghi, Gupta & Long (ICLR 2019): per frequency the SVD of
+  the kernel's ``c_out x c_in`` DFT matrix; a stride by polyphase (the frequencies that alias
+  onto one output frequency side by side), where every size is a multiple of the stride.
 - ``sigma_max_upper`` (upper bound): with zero padding the layer is the circular convolution
   on the zero-padded grid, restricted: its norm is at most that circular norm.
-- ``sigma_min`` (exact or upper bound): the smallest of the ``min(m, n)`` singular values
-  from the same Lanczos run: exact when its residual converged within the step budget, else
-  the smallest Ritz value, which is never below the truth (an upper bound).
-- ``null_dim`` (exact or lower bound): for 1 x 1 kernels exactly from their structure (every
-  output reads one distinct input pixel: the spectrum is the channel matrix's, repeated);
-  exact when ``sigma_min`` is certified above the rank tolerance; else ``n - rank`` with the
-  rank bounded by the outputs and by the input pixels the layer ever reads (a lower bound).
+- ``sigma_min`` (exact or upper bound): the smallest of the ``min(m, n)`` singular values,
+  from the same run: exact when its residual converged, else the smallest Ritz value, which
+  is never below the truth.
+- ``null_dim`` (exact or lower bound): exact for 1 x 1 kernels (the channel matrix's spectrum,
+  repeated) and where ``sigma_min`` is certified above the rank tolerance; else ``n - rank``,
+  the rank bounded by the outputs and the input pixels the layer reads (a lower bound).
 
-``ConvTranspose`` layers are the adjoint of a convolution (:func:`conv_view`): the same
-singular values, and the same methods on that convolution.
+A ``ConvTranspose`` is the adjoint of a convolution (:func:`conv_view`): the same values.
 """
 
 from __future__ import annotations
