@@ -5,7 +5,9 @@ in every module (deferred ones inside functions too), resolved to the module it 
   ``training``, ``spaces``, ``inversion``) never imports ``plots``, ``runner``, ``teaching``
   or ``cli``; ``plots`` never imports ``runner``, ``teaching`` or ``cli``; ``runner`` never
   imports ``teaching`` or ``cli``; nothing but ``__main__`` imports ``cli``;
-- no cycles anywhere: a submodule imports its siblings, not its own package's ``__init__``.
+- no cycles anywhere: a submodule imports its siblings, not its own package's ``__init__``;
+- no module of the science reaches the judges (``inversion.judges``), even through others: an
+  inversion, prior or selection rule cannot use a judge.
 
 A planted upward import and a planted cycle, in a copy of the package, must fail the check.
 """
@@ -23,7 +25,18 @@ import nnspaces
 PACKAGE = Path(nnspaces.__file__).resolve().parent
 #: Layers from the bottom; a module may import its own layer and the ones below it.
 LAYERS = (
-    ("paths", "paper", "files", "progress", "data", "models", "training", "spaces", "inversion"),
+    (
+        "paths",
+        "paper",
+        "files",
+        "progress",
+        "data",
+        "augment",
+        "models",
+        "training",
+        "spaces",
+        "inversion",
+    ),  # fmt: skip
     ("plots",),
     ("runner",),
     ("teaching",),
@@ -138,6 +151,28 @@ def test_the_graph_sees_deferred_and_relative_imports():
     assert "nnspaces.paper" in graph["nnspaces.runner.numbers"]  # from .. import paper
 
 
+JUDGES = "nnspaces.inversion.judges"
+
+
+def reaching_judges(graph: dict[str, set[str]]) -> list[str]:
+    """The science's modules (other than the judges) from which the judges can be imported."""
+    reach: dict[str, set[str]] = {}
+
+    def seen(v: str) -> set[str]:
+        if v not in reach:
+            reach[v] = set()
+            for w in graph.get(v, ()):
+                reach[v] |= {w} | seen(w)
+        return reach[v]
+
+    return sorted(m for m in graph if layer_of(m) == 0 and m != JUDGES and JUDGES in seen(m))
+
+
+def test_no_science_module_reaches_the_judges():
+    graph = import_graph(PACKAGE)
+    assert JUDGES in graph and reaching_judges(graph) == []
+
+
 @pytest.fixture
 def copy(tmp_path) -> Path:
     root = tmp_path / "nnspaces"
@@ -160,6 +195,12 @@ def test_a_planted_upward_import_fails(copy, module, line, expected):
     path.write_text(path.read_text() + f"\n\ndef _planted():\n    {line.strip()}\n")
     bad = upward_imports(import_graph(copy))
     assert len(bad) == 1 and expected in bad[0]
+
+
+def test_a_planted_judge_import_fails_even_through_another_module(copy):
+    path = copy / "augment.py"
+    path.write_text(path.read_text() + "\n\ndef _planted():\n    from .inversion import judges\n")
+    assert "nnspaces.inversion.robust" in reaching_judges(import_graph(copy))  # robust > augment
 
 
 def test_a_planted_cycle_fails(copy):

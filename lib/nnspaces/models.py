@@ -37,6 +37,10 @@ from torch import nn
 
 #: The attribute :func:`build_model` sets on a model to remember its registry name.
 _NAME_ATTR = "nnspaces_network"
+#: A judge (:mod:`nnspaces.inversion.judges`) is marked by this class attribute and named with
+#: this prefix: no inversion, prior, selection rule or network registry may use one.
+JUDGE_ATTR = "nnspaces_judge"
+JUDGE_PREFIX = "judge-"
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,11 @@ def register_network(spec: NetworkSpec, *, replace: bool = False) -> NetworkSpec
     """Add ``spec`` to :data:`REGISTRY` (``replace`` to redefine a name)."""
     if not isinstance(spec, NetworkSpec):
         raise TypeError(f"register_network needs a NetworkSpec, got {type(spec).__name__}")
+    if spec.name.startswith(JUDGE_PREFIX):
+        raise ValueError(
+            f"network {spec.name!r}: names starting {JUDGE_PREFIX!r} are the judges', which no "
+            "inversion may use; choose another name"
+        )
     if spec.name in REGISTRY and not replace:
         raise ValueError(f"network {spec.name!r} is already registered; pass replace=True")
     REGISTRY[spec.name] = spec
@@ -194,6 +203,22 @@ def build_model(name: str, seed: int | None = 0) -> nn.Module:
     model = spec.build()
     setattr(model, _NAME_ATTR, spec.name)
     return model.eval()
+
+
+def refuse_judge(model: object, where: str) -> None:
+    """A clear ValueError when ``model`` is, or contains, a judge (or is a judge's name):
+    judges only ever read finished images, so that their verdict is independent."""
+    if isinstance(model, str):
+        judge = model.startswith(JUDGE_PREFIX)
+    elif isinstance(model, nn.Module):
+        judge = any(getattr(m, JUDGE_ATTR, False) for m in model.modules())
+    else:
+        judge = bool(getattr(model, JUDGE_ATTR, False))
+    if judge:
+        raise ValueError(
+            f"{where}: {model if isinstance(model, str) else type(model).__name__!s} is a judge; "
+            "judges read finished images and may not be used to make or choose them"
+        )
 
 
 def network_name(model: nn.Module) -> str:

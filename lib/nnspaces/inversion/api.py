@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..models import model_as, n_outputs_of, network_name
+from ..models import model_as, n_outputs_of, network_name, refuse_judge
 from ..training import predict
 from .entry import Problem, Solution
 from .equations import RESIDUALS, log_odds, log_odds_goal
@@ -144,6 +144,7 @@ def invert(
     the CPU).
     """
     t0 = time.perf_counter()
+    refuse_judge(model, "invert")
     m = get_method(method)
     opts = merge_options(options, overrides)
     device = torch.device(device)

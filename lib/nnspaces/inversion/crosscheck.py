@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
+from ..models import refuse_judge
 from ..training import predict
 from .api import (
     COMPARED,
@@ -123,6 +124,8 @@ def cross_check(
     x = images.detach().float().cpu()
     finite = torch.isfinite(x.reshape(len(x), -1)).all(1)
     for name, m in models.items():
+        refuse_judge(name, "cross_check")
+        refuse_judge(m, "cross_check")
         logits = predict(m, torch.nan_to_num(x), device=device)
         pred = logits.argmax(1)
         agree = (pred == torch.tensor(classes)) & finite

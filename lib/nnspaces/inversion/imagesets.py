@@ -25,8 +25,9 @@ def save_inversions(
     extra: Mapping[str, InversionResult] | None = None,
 ) -> Path:
     """Every image set shown, in one ``.npz`` file (written atomically): per network,
-    ``{network}/{method}/images`` ``(C, *shape)`` and ``.../targets`` ``(C, K)`` for each
-    method; ``{network}/natural/images|targets|classes|settings`` for the natural pre-images;
+    ``{network}/{method}/images`` ``(C, *shape)``, ``.../targets`` ``(C, K)`` and
+    ``.../classes`` ``(C,)`` (the digit each image is meant to be: what the judges check) for
+    each method; ``{network}/natural/images|targets|classes|settings`` for the natural pre-images;
     ``{key}/images|targets|classes|settings`` for each other result in ``extra`` (e.g.
     ``"resnet18/priors/tv 0.1"``). ``settings`` is a JSON string (the natural search's
     targets, prior, chosen weight and recognition count; a result's own settings), so the
@@ -36,8 +37,8 @@ def save_inversions(
     def put(key: str, r: InversionResult, settings: dict | None = None) -> None:
         arrays[f"{key}/images"] = r.image.detach().cpu().numpy()
         arrays[f"{key}/targets"] = r.target.detach().cpu().numpy()
+        arrays[f"{key}/classes"] = np.asarray(r.classes, dtype=np.int64)
         if settings is not None:
-            arrays[f"{key}/classes"] = np.asarray(r.classes, dtype=np.int64)
             arrays[f"{key}/settings"] = np.asarray(json.dumps(settings, default=str))
 
     for net, by_method in results.items():

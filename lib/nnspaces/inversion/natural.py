@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..models import n_outputs_of
+from ..models import n_outputs_of, refuse_judge
 from .api import PRIORS, QUICK_STEPS, InversionResult, ScoreStats, invert, score_stats
 from .crosscheck import cross_check, recognised_by_all
 from .priors import check_priors
@@ -177,6 +177,9 @@ def natural_preimages(
     weight gets there, the weight with the most recognised digits (the frontier then shows
     that the network cannot have both). ``stats``: ``network``'s score statistics on the
     training images (computed once here when not given)."""
+    for name, m in models.items():
+        refuse_judge(name, "natural_preimages")
+        refuse_judge(m, "natural_preimages")
     search = NATURAL_SEARCH.get(network, NATURAL_SEARCH_DEFAULT)
     if stats is None:
         stats = score_stats(models[network], data.x_train, data.y_train, device=device)
