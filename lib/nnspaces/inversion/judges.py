@@ -335,3 +335,55 @@ def verdict_summary(frame: pd.DataFrame) -> pd.DataFrame:
         inside=("inside", "mean"),
     )
     return out.reset_index()
+
+
+#: The seed every run's judges are trained with: one instrument per dataset, whatever the
+#: run's own seed.
+JUDGE_SEED = 0
+
+
+def judge_table(panel: Mapping[str, Judge], data: Dataset) -> dict:
+    """The panel as plain data (for ``judges.json``): each judge's name, what it is, and its
+    held-out accuracy on ``data``'s test images."""
+    return {
+        **data.info(),
+        "judges": [
+            {"name": n, "description": j.description, "held_out_accuracy": j.held_out_accuracy}
+            for n, j in panel.items()
+        ],
+    }
+
+
+class Verdicts:
+    """The judges' verdicts on a file of image sets: ``frame`` one row per image
+    (:func:`judge_file`), ``summary`` one row per set (:func:`verdict_summary`);
+    ``recognised(set)`` the digits every judge reads as intended with every pixel in [0, 1]."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.summary = verdict_summary(frame)
+
+    def recognised(self, key: str) -> list[int]:
+        rows = self.frame[self.frame["set"] == key]
+        if rows.empty:
+            raise ValueError(f"no image set {key!r}; sets: {', '.join(self.frame['set'].unique())}")
+        return rows.loc[rows["digit and inside"], "digit"].tolist()
+
+    def table(self, sets: Sequence[str] | None = None) -> pd.DataFrame:
+        """The summary as shown: per set, ``k/n`` for each judge, for every judge, and for
+        every judge with every pixel in [0, 1]; the mean p(intended) per judge."""
+        s = self.summary if sets is None else self.summary.set_index("set").loc[list(sets)]
+        s = s.reset_index() if sets is not None else s
+        names = [c[:-2] for c in s.columns if c.endswith(" p")]
+        out = pd.DataFrame({"set": s["set"]})
+        for col in [*names, "every judge", "digit and inside"]:
+            out[col] = s[col].astype(int).astype(str) + "/" + s["images"].astype(str)
+        for n in names:
+            out[f"{n} p"] = s[f"{n} p"].round(2)
+        return out
+
+    def __repr__(self) -> str:
+        return self.table().to_string(index=False)
+
+    def _repr_html_(self) -> str:
+        return self.table().to_html(index=False)

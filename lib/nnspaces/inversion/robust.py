@@ -35,8 +35,11 @@ from .targets import check_name
 #: of each image a step averages over.
 MOVES = Moves(shift=1.5, angle=8.0, scale=0.08)
 COPIES = 6
-#: The search's box steps and the polish's, per phase.
-ROBUST_STEPS = {"search": 300, "polish": 200}
+#: The search's box steps and the polish's, per phase, and the search's (gentle) step size:
+#: from a class average, steps of 0.1 or more move every pixel the same small amount at once
+#: and leave a faint pattern a judge reads as another digit.
+ROBUST_STEPS = {"search": 150, "polish": 200}
+ROBUST_LR = 0.05
 #: The ingredients :func:`robust_preimages` combines (lesson 5 shows each).
 INGREDIENTS = ("jitter", "ensemble", "prior")
 #: The prior the search holds images near real digits with, and its weight.
@@ -99,6 +102,7 @@ def robust_preimages(
     *,
     data: Dataset,
     ingredients: Sequence[str] = ("jitter", "prior"),
+    start: str = "avg-img",
     ensemble: Mapping[str, nn.Module] | None = None,
     stats: ScoreStats | None = None,
     network: str | None = None,
@@ -106,7 +110,8 @@ def robust_preimages(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> RobustRun:
-    """Images from the class averages that reach ``model``'s ``targets`` (``"probability"``:
+    """Images from ``start`` (a name of :data:`~nnspaces.inversion.STARTS`: ``avg-img`` the
+    class averages, ``avg-all`` the average of every training image) that reach ``model``'s ``targets`` (``"probability"``:
     p(c) >= 0.9; else raw-score targets, e.g. ``"min-max"``, to a relative error of 1e-2), with
     every pixel in [0, 1]. ``ingredients`` (of :data:`INGREDIENTS`): ``jitter`` searches on
     :class:`Jittered`; ``ensemble`` (probability targets only) also asks the networks of
@@ -140,8 +145,8 @@ def robust_preimages(
         surrogate = Jittered(surrogate, seed=seed)
     priors = dict(ROBUST_PRIOR) if "prior" in ingredients else None
     search = invert(
-        surrogate, t, method="box", start="avg-img", priors=priors, steps=steps["search"],
-        specialise=False, polish=False, stats=stats,
+        surrogate, t, method="box", start=start, priors=priors, steps=steps["search"],
+        lr=ROBUST_LR, specialise=False, polish=False, stats=stats,
         **({"level": SEARCH_LEVEL} if by_prob else {}), **goal, **common,
     )  # fmt: skip
     result = invert(

@@ -25,6 +25,8 @@ import torch
 
 from ..data import DATASETS, Dataset, load_dataset
 from ..files import write_csv, write_json
+from ..inversion.imagesets import save_inversions
+from ..inversion.judges import JUDGE_SEED, Judge, Verdicts, get_judges, judge_file, judge_table
 from ..inversion.targets import ScoreStats, make_targets
 from ..models import check_network
 from ..paths import RESULTS, shown
@@ -213,6 +215,7 @@ class RunContext:
         self.seed = config.seed
         self._data: Dataset | None = None
         self._nets: dict[str, TrainedNetwork] = {}
+        self._judges: dict[str, Judge] | None = None
 
     def __repr__(self) -> str:
         return f"RunContext({self.config!r})"
@@ -255,6 +258,28 @@ class RunContext:
             stats=stats,
             targets={n: make_targets(s, targets) for n, s in stats.items()},
         )
+
+    def judges(self, *, progress: bool | None = None) -> dict[str, Judge]:
+        """The judges' panel for this run's data (:func:`~nnspaces.inversion.judges.get_judges`,
+        always seed :data:`JUDGE_SEED`: the same instrument for every run on the same data),
+        loaded once per context; their held-out accuracies are written to
+        ``<out_dir>/judges.json``."""
+        if self._judges is None:
+            panel = get_judges(self.data, seed=JUDGE_SEED, device=self.device, progress=progress)
+            write_json(self.out_dir / "judges.json", judge_table(panel, self.data))
+            self._judges = panel
+        return self._judges
+
+    def save_inversions(self, name: str, results=None, **sets) -> Verdicts:
+        """Every image set a notebook shows in ``<out_dir>/<name>.npz``
+        (:func:`~nnspaces.inversion.imagesets.save_inversions`, the same arguments), judged at
+        once: what each judge reads in each image goes to ``<out_dir>/<name>.verdicts.csv``;
+        returns the :class:`~nnspaces.inversion.judges.Verdicts`."""
+        check_folder_name("image sets' name", name)
+        path = save_inversions(results or {}, self.out_dir / f"{name}.npz", **sets)
+        frame = judge_file(path, self.judges())
+        write_csv(self.out_dir / f"{name}.verdicts.csv", frame)
+        return Verdicts(frame)
 
     def save_table(self, name: str, table: pd.DataFrame) -> Path:
         """Write ``table`` as ``<out_dir>/tables/<name>.csv``, atomically."""
