@@ -158,16 +158,15 @@ def evaluate_claims(run_dir: str | Path | Mapping[str, dict]) -> pd.DataFrame:
     """Every registered claim decided from a run's saved metrics (a run's folder, or its
     metrics files by name as :func:`~.numbers.read_metrics` gives them): one row per claim and
     subject with ``id``, ``notebook``, ``subject``, ``holds``, ``sentence`` and ``numbers``.
-    A claim whose file is missing, or of another layout, gives no row."""
+    A claim whose file is missing, or of another (older) layout, gives no row."""
     metrics = run_dir if isinstance(run_dir, Mapping) else read_metrics(run_dir)
     rows = []
     for c in claims().values():
         try:
             m = read_back(c.reads, metrics.get(c.reads.name))
-        except MetricsLayoutError:
-            continue
-        if m is None:
-            continue
+            found = c.verdicts(m) if m is not None else []
+        except (MetricsLayoutError, KeyError, TypeError, ValueError, IndexError):
+            continue  # a file of an older layout decides nothing
         rows += [
             {
                 "id": v.claim,
@@ -177,6 +176,6 @@ def evaluate_claims(run_dir: str | Path | Mapping[str, dict]) -> pd.DataFrame:
                 "sentence": v.sentence,
                 "numbers": v.numbers,
             }
-            for v in c.verdicts(m)
+            for v in found
         ]
     return pd.DataFrame(rows, columns=COLUMNS)
