@@ -8,7 +8,8 @@ import pytest
 
 from nnspaces import paper
 from nnspaces.runner import our_claims
-from nnspaces.runner.claims import RUN, Claim, claim, claims, evaluate_claims, get_claim
+from nnspaces.runner.claims import RUN, Claim
+from nnspaces.runner.decide import claim, claims, evaluate_claims, get_claim
 from nnspaces.runner.metrics import Fig3Metrics
 
 T = 1e-4

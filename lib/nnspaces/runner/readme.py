@@ -17,7 +17,7 @@ from typing import Any
 
 from ..files import atomic_write, write_json
 from ..paths import README, README_SNAPSHOT
-from .claims import evaluate_claims
+from .decide import evaluate_claims
 from .ledger import paper_ledger
 from .metrics import Lesson5Metrics
 from .notebooks import lessons

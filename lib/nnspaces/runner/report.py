@@ -31,7 +31,7 @@ from urllib.parse import quote
 from .. import paper
 from ..files import atomic_write, leaves
 from ..paths import TEMPLATES, shown
-from .claims import evaluate_claims
+from .decide import evaluate_claims
 from .html import now, write_page
 from .ledger import paper_ledger
 from .metrics import MetricsLayoutError

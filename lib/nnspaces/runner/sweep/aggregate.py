@@ -33,7 +33,7 @@ from scipy import stats
 
 from ... import paper
 from ...files import atomic_write, leaves
-from ..claims import evaluate_claims
+from ..decide import evaluate_claims
 from ..html import now, write_page
 from ..ledger import FAILS, HOLDS, paper_ledger
 from ..numbers import KEY_KINDS, inversion_table, key_numbers, read_metrics, recognition_table
