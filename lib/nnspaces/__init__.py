@@ -41,6 +41,8 @@ _FRONT_DOOR = {
     "Lesson4Metrics": "runner.metrics",
     "Lesson5Metrics": "runner.metrics",
     "Lesson6Metrics": "runner.metrics",
+    "claim": "runner.decide",
+    "evaluate_claims": "runner.decide",
     "with_paper": "paper",
     "CLASS_NAMES": "data",
     "class_means": "data",

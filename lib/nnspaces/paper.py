@@ -91,3 +91,64 @@ def with_paper(title: str, paper_value: str, dataset: str) -> str:
     paper's datasets (:data:`DATASETS`); on any other the paper's number
     compares with nothing, so the title stays as it is."""
     return f"{title} (paper: {paper_value})" if dataset in DATASETS else title
+
+
+@dataclass(frozen=True)
+class PaperClaim:
+    """One claim of the paper, as it says it and where: ``id`` names the predicate that checks
+    it on a run (:mod:`nnspaces.runner.ledger`)."""
+
+    id: str
+    says: str
+    source: str
+
+
+#: Every claim of the paper about a result, in the paper's order.
+CLAIMS: tuple[PaperClaim, ...] = (
+    PaperClaim(
+        "accuracy.fcnn1", "the 1-layer FCNN reaches 92% accuracy", "captions of Fig. 1, Fig. 3"
+    ),
+    PaperClaim("accuracy.fcnn5", "the 5-layer FCNN reaches 97% accuracy", "caption of Fig. 3"),
+    PaperClaim("accuracy.resnet18", "ResNet18 reaches 99% accuracy", "captions of Fig. 2, Fig. 3"),
+    PaperClaim(
+        "condition.fcnn1",
+        "the 1-layer FCNN's 10 x 784 weight has condition number 7.22",
+        "caption of Fig. 1",
+    ),
+    PaperClaim(
+        "condition.resnet18",
+        "ResNet18's layer1[0].conv1 kernels, as a 4096 x 9 matrix, have condition number 1.07",
+        "caption of Fig. 2",
+    ),
+    PaperClaim(
+        "conv.well_conditioned",
+        "the convolution kernels of the fine-tuned ResNet18 are well conditioned",
+        "Section 3 and the caption of Fig. 2 (1.07)",
+    ),
+    PaperClaim(
+        "residual.information_lost",
+        "residual vectors visualise the information each layer loses",
+        "abstract; Fig. 1, last row",
+    ),
+    PaperClaim(
+        "inverse.fcnn_invertible",
+        "the two FCNNs are invertible networks: inputs for a chosen output can be computed",
+        "abstract; Section 4",
+    ),
+    PaperClaim(
+        "inverse.training_improves",
+        '"+training" (gradient descent on the start image) brings its output toward the target',
+        "Section 4; caption of Fig. 3",
+    ),
+    PaperClaim(
+        "inverse.recognised",
+        "Figure 3's images are ideal input images of each digit: the network reads each one as "
+        "its digit",
+        "caption of Fig. 3",
+    ),
+    PaperClaim(
+        "inverse.resnet_binarized",
+        "ResNet18's min-img images (digits 0, 2, 3, 8) look binarized",
+        "caption of Fig. 3",
+    ),
+)

@@ -29,6 +29,39 @@ def _float(value: Any) -> float | None:
     return jsonable(float(value))
 
 
+#: A pixel this close to 0 or 1 looks black or white.
+NEAR = 0.1
+
+
+def _pixels(r: Any) -> dict[str, Any]:
+    """What the claims read of a result's images (which the metrics files do not hold): per
+    image the fraction of pixels exactly on 0 or 1 (``at_bound``) and within :data:`NEAR` of
+    0 or 1 (``near_bound``: how binarised it looks), and the largest difference
+    of any image from the first with the images' pixel range (``largest_difference``,
+    ``pixel_range``). Empty for a result read back from a file."""
+    image = getattr(r, "image", None)
+    if image is None:
+        return {}
+    x = np.asarray(image, dtype=np.float64).reshape(len(image), -1)
+    finite = np.isfinite(x).all(1)  # an exact method's failed rows are NaN
+
+    def share(mask: np.ndarray) -> list[float | None]:
+        return _floats(np.where(finite, mask.mean(1), np.nan))
+
+    ok = x[finite]
+    return {
+        "at_bound": share((x == 0) | (x == 1)),
+        "near_bound": share(np.minimum(np.abs(x), np.abs(x - 1)) <= NEAR),
+        "largest_difference": _float(np.abs(ok - ok[0]).max()) if len(ok) else None,
+        "pixel_range": _float(ok.max() - ok.min()) if len(ok) else None,
+    }
+
+
+def _result(r: Any) -> dict[str, Any]:
+    """A result as the metrics file holds it: its ``to_dict`` and :func:`_pixels`."""
+    return r if isinstance(r, Mapping) else r.to_dict() | _pixels(r)
+
+
 M = TypeVar("M", bound="_Metrics")
 
 
@@ -153,13 +186,14 @@ class Fig3Metrics(_Metrics):
         nets = {
             n: {
                 "test_accuracy": _float(self.accuracy[n]),
-                "methods": {m: r.to_dict() for m, r in self.results[n].items()},
+                "methods": {m: _result(r) for m, r in self.results[n].items()},
                 "cross_model": self.cross_model.get(n, {}),
             }
             for n in self.results
         }
         summary = ", ".join(
-            f"{n} best {by['best'].median_rel_error:.1e} box {by['best-box'].median_rel_error:.1e}"
+            f"{n} best {nets[n]['methods']['best']['median_rel_error']:.1e} "
+            f"box {nets[n]['methods']['best-box']['median_rel_error']:.1e}"
             for n, by in self.results.items()
             if "best" in by and "best-box" in by
         )
@@ -195,12 +229,12 @@ class Lesson4Metrics(_Metrics):
     def to_dict(self) -> dict[str, Any]:
         nets = {
             n: {
-                "methods": {m: r.to_dict() for m, r in self.results.get(n, {}).items()},
-                "null_space": self.null_space[n].to_dict() if n in self.null_space else None,
+                "methods": {m: _result(r) for m, r in self.results.get(n, {}).items()},
+                "null_space": _result(self.null_space[n]) if n in self.null_space else None,
             }
             for n in dict.fromkeys([*self.results, *self.null_space])
         }
-        walk = self.walk.to_dict() if self.walk is not None else None
+        walk = _result(self.walk) if self.walk is not None else None
         return {"targets": self.targets, "networks": nets, "walk": walk}
 
     @classmethod
@@ -217,7 +251,12 @@ class Lesson5Metrics(_Metrics):
     """Lesson 5 (priors and natural pre-images): per network the natural pre-images
     (``natural[net]``, a :class:`~nnspaces.inversion.natural.NaturalPreimages`), and the prior
     effects on ``priors_network`` (``priors[label]`` a result, ``priors_recognised[label]``
-    how many of its digits every other network recognises)."""
+    how many of its digits every other network recognises); projected gradient with two first
+    steps (``box[net][lr]``: a result, or the summary a file holds: ``median_rel_error``,
+    ``n_success``, ``at_bound``: the mean fraction of pixels exactly on 0 or 1); the evidence
+    for the natural search's targets (``evidence``: rows with ``network``, ``targets``,
+    ``median_rel_error``, ``recognised``: digits both other networks recognise, ``chosen``:
+    whether the natural search uses these targets)."""
 
     name: ClassVar[str] = "lesson5"
     layout: ClassVar[tuple[str, ...]] = ("networks",)
@@ -225,14 +264,35 @@ class Lesson5Metrics(_Metrics):
     priors: Mapping[str, Any] = field(default_factory=dict)
     priors_recognised: Mapping[str, int] = field(default_factory=dict)
     priors_network: str = "resnet18"
+    box: Mapping[str, Mapping[Any, Any]] = field(default_factory=dict)
+    evidence: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        def box_run(lr: Any, r: Any) -> dict[str, Any]:
+            if isinstance(r, Mapping):
+                return dict(r)
+            at_bound = [v for v in _pixels(r).get("at_bound", []) if v is not None] or [np.nan]
+            return {
+                "lr": _float(lr),
+                "median_rel_error": _float(r.median_rel_error),
+                "n_success": int(r.n_success),
+                "at_bound": _float(np.mean(at_bound)),
+            }
+
         return {
-            "networks": {n: {"natural": found.to_dict()} for n, found in self.natural.items()},
+            "networks": {
+                n: {"natural": found if isinstance(found, Mapping) else found.to_dict()}
+                for n, found in self.natural.items()
+            },
+            "box": {
+                n: {f"{float(lr):g}": box_run(lr, r) for lr, r in by.items()}
+                for n, by in self.box.items()
+            },
+            "evidence": jsonable(self.evidence),
             "priors": {
                 "network": self.priors_network,
                 "runs": {
-                    label: r.to_dict()
+                    label: _result(r)
                     | {"recognised_by_others": int(self.priors_recognised.get(label, -1))}
                     for label, r in self.priors.items()
                 },
@@ -253,6 +313,8 @@ class Lesson5Metrics(_Metrics):
             "priors_recognised": {
                 label: r.get("recognised_by_others", -1) for label, r in runs.items()
             },
+            "box": _dicts(data.get("box") or {}, "box"),
+            "evidence": list(data.get("evidence") or []),
         } | ({"priors_network": priors["network"]} if "network" in priors else {})
 
 
@@ -264,7 +326,9 @@ class Lesson6Metrics(_Metrics):
     Levenberg-Marquardt on the paper's min/max targets (``min_max[net][method]``); the random
     backward walk (``walk[net][layers]``: dicts with ``k``, ``success``, ``reasons`` and the
     :func:`~nnspaces.inversion.nullspace.diversity`); the ViT's attention heads (``heads``: rows
-    with ``layer``, ``head``, ``projection``, ``shape``, ``rank``, ``condition_number``)."""
+    with ``layer``, ``head``, ``projection``, ``shape``, ``rank``, ``condition_number``);
+    the null-space dimension of every layer of each SELU network, first layer first
+    (``null_dims[net]``: what the backward walk can draw in)."""
 
     name: ClassVar[str] = "lesson6"
     layout: ClassVar[tuple[str, ...]] = ("level", "accuracy", "probability")
@@ -275,9 +339,12 @@ class Lesson6Metrics(_Metrics):
     min_max: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     walk: Mapping[str, Mapping[str, dict]] = field(default_factory=dict)
     heads: list[dict] = field(default_factory=list)
+    null_dims: Mapping[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def brief(r) -> dict[str, Any]:
+            if isinstance(r, Mapping):
+                return dict(r)
             return {
                 "classes": list(r.classes),
                 "n_success": int(r.n_success),
@@ -285,8 +352,11 @@ class Lesson6Metrics(_Metrics):
                 "prob": _floats(r.prob),
                 "median_prob": _float(np.median(r.prob)),
                 "median_rel_error": _float(r.median_rel_error),
+                "rel_error": _floats(r.rel_error),
                 "seconds": _float(r.seconds),
                 "steps": int(r.steps),
+                "step_limit": r.settings.get("steps"),
+                "polish": r.settings.get("polish"),
                 "reason": list(r.reason),
                 "residual": r.settings.get("residual"),
             }
@@ -304,4 +374,5 @@ class Lesson6Metrics(_Metrics):
                 n: {layers: jsonable(w) for layers, w in by.items()} for n, by in self.walk.items()
             },
             "heads": jsonable(self.heads),
+            "null_dims": {n: [int(d) for d in dims] for n, dims in self.null_dims.items()},
         }

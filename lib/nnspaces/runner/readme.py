@@ -17,6 +17,8 @@ from typing import Any
 
 from ..files import atomic_write, write_json
 from ..paths import README, README_SNAPSHOT
+from .decide import evaluate_claims
+from .ledger import paper_ledger
 from .metrics import Lesson5Metrics
 from .notebooks import lessons
 from .numbers import inversion_table, key_numbers, read_back, read_metrics
@@ -50,6 +52,12 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
             net: {k: n.get(k) for k in ("n_recognised", "chosen_weight", "targets")}
             for net, n in natural.items()
         },
+        "ledger": paper_ledger(metrics)[["says", "source", "this_run", "verdict", "why"]].to_dict(
+            "records"
+        ),
+        "claims": evaluate_claims(metrics)[["id", "subject", "holds", "sentence"]].to_dict(
+            "records"
+        ),
         "times": run_times(out_dir),
         "wall": run_wall(out_dir),
     }
@@ -111,6 +119,7 @@ def render(snap: dict[str, Any]) -> str:
                 text += f" ({nat['n_recognised']}/10, {nat['targets']})"
             cells.append(text)
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    lines += _claims_lines(snap)
     times = snap.get("times") or {}
     if times:
         each = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
@@ -128,6 +137,39 @@ def render(snap: dict[str, Any]) -> str:
         ]
     lines.append(END)
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _claims_lines(snap: dict[str, Any]) -> list[str]:
+    """The paper's claims ledger and our claims' verdicts (a snapshot made before they
+    existed has neither, and shows neither)."""
+    lines = []
+    if snap.get("ledger"):
+        lines += [
+            "",
+            "The paper's claims, checked on this run (`nnspaces.paper.CLAIMS`, "
+            "`nnspaces.runner.ledger`):",
+            "",
+            "| the paper says | where | this run | verdict | why |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            "| "
+            + " | ".join(_cell(r[k]) for k in ("says", "source", "this_run", "verdict", "why"))
+            + " |"
+            for r in snap["ledger"]
+        ]
+    if snap.get("claims"):
+        lines += [
+            "",
+            "Our claims, each decided by this run's numbers (`nnspaces.runner.claims`):",
+            "",
+        ]
+        lines += [f"- `{r['id']}` ({r['subject']}): {r['sentence']}" for r in snap["claims"]]
+    return lines
 
 
 def lessons_block() -> str:

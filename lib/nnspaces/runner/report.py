@@ -31,7 +31,9 @@ from urllib.parse import quote
 from .. import paper
 from ..files import atomic_write, leaves
 from ..paths import TEMPLATES, shown
+from .decide import evaluate_claims
 from .html import now, write_page
+from .ledger import paper_ledger
 from .metrics import MetricsLayoutError
 from .notebooks import caption, figure_rank, names_of_kind, notebook, runner_notebooks
 from .numbers import inversion_table, key_numbers
@@ -339,6 +341,8 @@ def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
         source=shown(out_dir),
         key_numbers=key_rows,
         inversion=inversion,
+        ledger=paper_ledger(metrics).to_dict("records"),
+        claims=evaluate_claims(metrics).to_dict("records"),
         notebooks=notebooks,
         total_seconds=total,
         wall=(run or {}).get("seconds"),

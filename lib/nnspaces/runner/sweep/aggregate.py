@@ -9,6 +9,8 @@ run's ``metrics/*.json``) and writes
                   deviation and a 95% interval of each quantity, with the paper's value
     figures/      the spread of accuracies, condition numbers, inversion errors and
                   recognition rates, one dot per run
+    claims.csv    per group of runs and claim (ours and the paper's) and subject: in how
+                  many of the group's runs it holds (k of n)
     index.html    all of it, with every run's status, error and own report
 
 The quantities are read through :mod:`nnspaces.runner.metrics` (the metrics files' one reader), the
@@ -31,7 +33,9 @@ from scipy import stats
 
 from ... import paper
 from ...files import atomic_write, leaves
+from ..decide import evaluate_claims
 from ..html import now, write_page
+from ..ledger import FAILS, HOLDS, paper_ledger
 from ..numbers import KEY_KINDS, inversion_table, key_numbers, read_metrics, recognition_table
 
 #: The quantities shown with their spread, in this order; inversion errors on a log scale.
@@ -165,7 +169,7 @@ def collect(folder: Path) -> dict[str, Any]:
     spec = SweepSpec(**json.loads((folder / "sweep.json").read_text()))
     keys = list(spec.grid)
     group_keys = [k for k in keys if k != REPEAT]
-    runs, tidy, values = [], [], []
+    runs, tidy, values, verdicts = [], [], [], []
     for run in plan(spec):
         record = read_record(folder, run.id) or {}
         status = record.get("status", "not run")
@@ -185,6 +189,7 @@ def collect(folder: Path) -> dict[str, Any]:
         tidy += [{**tag, **row} for row in tidy_rows(metrics)]
         group = {k: run.point[k] for k in group_keys}
         values += [{**group, **dataclasses.asdict(q)} for q in quantities(metrics)]
+        verdicts += [{**group, **row} for row in claim_rows(metrics)] if metrics else []
     by = [*group_keys, "kind", "network", "name"]
     table = pd.DataFrame(values, columns=[*by, "value", "paper"], dtype=object)
     summary = summarise(table, by)
@@ -199,11 +204,41 @@ def collect(folder: Path) -> dict[str, Any]:
         "group_keys": group_keys,
         "runs": runs,
         "tidy": tidy,
+        "claims": claims_k_of_n(verdicts, group_keys),
         "summary": [
             {k: None if _missing(v) else v for k, v in r.items()}
             for r in summary.to_dict("records")
         ],
     }
+
+
+def claim_rows(metrics: Mapping[str, dict]) -> list[dict[str, Any]]:
+    """A run's verdicts: every claim of ours (``claims.py``) per subject, and every claim of
+    the paper's ledger that is testable on the run: ``source`` ("ours" or "paper"), ``claim``,
+    ``subject``, ``holds``."""
+    ours = evaluate_claims(metrics)
+    rows = [
+        {"source": "ours", "claim": r.id, "subject": r.subject, "holds": bool(r.holds)}
+        for r in ours.itertuples()
+    ]
+    ledger = paper_ledger(metrics)
+    rows += [
+        {"source": "paper", "claim": r.id, "subject": "run", "holds": r.verdict == HOLDS}
+        for r in ledger.itertuples()
+        if r.verdict in (HOLDS, FAILS)
+    ]
+    return rows
+
+
+def claims_k_of_n(verdicts: list[dict[str, Any]], group_keys: Sequence[str]) -> list[dict]:
+    """Per group of runs (e.g. a dataset), claim and subject (e.g. a network): ``k`` runs
+    where it holds of the ``n`` that decided it."""
+    by = [*group_keys, "source", "claim", "subject"]
+    if not verdicts:
+        return []
+    frame = pd.DataFrame(verdicts)
+    out = frame.groupby(by, sort=False, dropna=False)["holds"].agg(k="sum", n="count")
+    return [{**r, "k": int(r["k"]), "n": int(r["n"])} for r in out.reset_index().to_dict("records")]
 
 
 def _missing(v: Any) -> bool:
@@ -231,6 +266,8 @@ def write_sweep_report(folder: str | Path) -> Path:
     )
     columns = [*group_keys, "kind", "network", "name", "n", "mean", "std", "low", "high", "paper"]
     atomic_write(folder / "summary.csv", _csv(data["summary"], columns))
+    claim_columns = [*group_keys, "source", "claim", "subject", "k", "n"]
+    atomic_write(folder / "claims.csv", _csv(data["claims"], claim_columns))
     figures = []
     for kind in KINDS:
         if any(r["kind"] == kind and r["n"] for r in data["summary"]):
@@ -249,6 +286,8 @@ def write_sweep_report(folder: str | Path) -> Path:
         runs=data["runs"],
         failed=[r for r in data["runs"] if r["status"] != "ok"],
         groups=_by_group(data["summary"]),
+        claims=data["claims"],
+        group_keys=group_keys,
         figures=figures,
         fmt=_fmt,
     )

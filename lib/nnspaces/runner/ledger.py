@@ -1,0 +1,176 @@
+"""The paper's claims ledger: every claim of the paper (:data:`nnspaces.paper.CLAIMS`) checked
+on a run's saved metrics: what this run shows, and a verdict (:data:`VERDICTS`) with why.
+
+A claim about one of the paper's numbers is testable only on MNIST (:data:`paper.DATASETS`);
+it holds when the run's number is within a tolerance of the paper's (named below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import paper
+from .metrics import Fig2Metrics, Fig3Metrics, MetricsLayoutError
+from .numbers import key_numbers, read_back
+
+HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable here"
+VERDICTS = (HOLDS, FAILS, UNTESTABLE)
+#: An accuracy holds within this (absolute) below the paper's.
+ACCURACY_TOLERANCE = 0.01
+#: A condition number holds within this relative difference of the paper's.
+CONDITION_TOLERANCE = 0.10
+#: "Well conditioned": a kernel matrix's condition number below this.
+WELL_CONDITIONED = 10.0
+#: "+training" brings the output toward the target: the median error falls by at least this.
+TRAINING_DROP = 0.05
+#: "Looks binarized": at least this share of pixels within 0.1 of 0 or 1.
+BINARIZED = 0.9
+
+Row = tuple[str, str, str]  # verdict, this run, why
+Check = Callable[[Mapping[str, dict], str], Row]
+
+
+def _key(metrics: Mapping[str, dict], network: str, kind: str) -> Any:
+    return next((k for k in key_numbers(metrics) if k.network == network and k.kind == kind), None)
+
+
+def _number_check(network: str, kind: str) -> Check:
+    def check(metrics: Mapping[str, dict], dataset: str) -> Row:
+        k = _key(metrics, network, kind)
+        if k is None or k.value is None:
+            return UNTESTABLE, "-", f"the run has no {network} {kind} ({k.source if k else ''})"
+        if dataset not in paper.DATASETS:
+            return UNTESTABLE, k.text, f"the paper's number is for MNIST; this run is {dataset}"
+        ref = k.reference.value
+        if kind == "test accuracy":
+            ok = k.value >= ref - ACCURACY_TOLERANCE
+            why = f"{k.text} against {100 * ref:.0f}% (within {100 * ACCURACY_TOLERANCE:.0f} point)"
+        else:
+            ok = abs(k.value / ref - 1) <= CONDITION_TOLERANCE
+            why = f"{k.text} against {ref:g} (within {CONDITION_TOLERANCE:.0%})"
+        return (HOLDS if ok else FAILS), k.text, why
+
+    return check
+
+
+def _well_conditioned(metrics: Mapping[str, dict], dataset: str) -> Row:
+    m = read_back(Fig2Metrics, metrics.get(Fig2Metrics.name))
+    rows = [r for r in (m.per_layer if m else []) if r.get("condition_number_trained")]
+    if not rows:
+        return UNTESTABLE, "-", "the run has no fig2.json with every convolution's kernels"
+    worst = max(rows, key=lambda r: r["condition_number_trained"])
+    text = f"largest {worst['condition_number_trained']:.3g} ({worst['layer']}, {len(rows)} convs)"
+    ok = worst["condition_number_trained"] < WELL_CONDITIONED
+    return (HOLDS if ok else FAILS), text, f"well conditioned: below {WELL_CONDITIONED:g}"
+
+
+def _untestable(why: str) -> Check:
+    return lambda metrics, dataset: (UNTESTABLE, "-", why)
+
+
+def _fig3(metrics: Mapping[str, dict]) -> Any:
+    return read_back(Fig3Metrics, metrics.get(Fig3Metrics.name))
+
+
+def _invertible(metrics: Mapping[str, dict], dataset: str) -> Row:
+    m = _fig3(metrics)
+    runs = {n: by["exact"] for n, by in (m.results if m else {}).items() if "exact" in by}
+    if not runs:
+        return UNTESTABLE, "-", "the run has no exact inversion (fig3.json)"
+    text = ", ".join(f"{n} {sum(r['success'])}/{len(r['success'])}" for n, r in runs.items())
+    ok = all(all(r["success"]) for r in runs.values())
+    return (HOLDS if ok else FAILS), f"exact reaches {text}", "every target reached to 1e-4"
+
+
+def _picks(m: Any, net: str) -> list[tuple[int, dict, int]]:
+    """The paper's Figure 3 pick of each digit: (digit, its result, its row in the result)."""
+    by = m.results.get(net, {})
+    out = []
+    for c, method in paper.FIGURE3_METHODS[net].items():
+        if method in by:
+            out.append((c, by[method], list(by[method]["classes"]).index(c)))
+    return out
+
+
+def _nets(m: Any) -> list[str]:
+    return [n for n in paper.FIGURE3_METHODS if m is not None and n in m.results]
+
+
+def _training(metrics: Mapping[str, dict], dataset: str) -> Row:
+    m = _fig3(metrics)
+    changes = {}
+    for net in _nets(m):
+        by = m.results[net]
+        for start in ("avg-img", "min-img", "avg-min-img"):
+            if start in by and f"{start}+training" in by:
+                a, b = by[start]["median_rel_error"], by[f"{start}+training"]["median_rel_error"]
+                changes[f"{net} {start}"] = b / a - 1
+    if not changes:
+        return UNTESTABLE, "-", "the run has no +training results (fig3.json)"
+    text = ", ".join(f"{k} {v:+.1%}" for k, v in changes.items())
+    ok = all(v <= -TRAINING_DROP for v in changes.values())
+    return (
+        (HOLDS if ok else FAILS),
+        f"median error change: {text}",
+        (f"holds when every median error falls by at least {TRAINING_DROP:.0%}"),
+    )
+
+
+def _recognised(metrics: Mapping[str, dict], dataset: str) -> Row:
+    m = _fig3(metrics)
+    counts = {n: sum(r["predicted"][i] == c for c, r, i in _picks(m, n)) for n in _nets(m)}
+    if not counts:
+        return UNTESTABLE, "-", "the run has no fig3.json"
+    text = ", ".join(f"{n} {k}/10" for n, k in counts.items())
+    ok = all(k == 10 for k in counts.values())
+    return (HOLDS if ok else FAILS), f"read as the digit: {text}", "the paper's pick per digit"
+
+
+def _binarized(metrics: Mapping[str, dict], dataset: str) -> Row:
+    m = _fig3(metrics)
+    picks = [(c, r, i) for c, r, i in (_picks(m, "resnet18") if "resnet18" in _nets(m) else [])]
+    near = [r["near_bound"][i] for c, r, i in picks if c in (0, 2, 3, 8) and "near_bound" in r]
+    if not near:
+        return UNTESTABLE, "-", "the run has no resnet18 min-img images' pixels (fig3.json)"
+    share = float(np.mean(near))
+    ok = share >= BINARIZED
+    why = f"binarized: at least {BINARIZED:.0%} of pixels within 0.1 of 0 or 1"
+    return (HOLDS if ok else FAILS), f"{share:.1%} of pixels near 0 or 1", why
+
+
+CHECKS: dict[str, Check] = {
+    "accuracy.fcnn1": _number_check("fcnn1", "test accuracy"),
+    "accuracy.fcnn5": _number_check("fcnn5", "test accuracy"),
+    "accuracy.resnet18": _number_check("resnet18", "test accuracy"),
+    "condition.fcnn1": _number_check("fcnn1", "condition number"),
+    "condition.resnet18": _number_check("resnet18", "condition number"),
+    "conv.well_conditioned": _well_conditioned,
+    "residual.information_lost": _untestable(
+        "a statement about what a figure lets one see; fig1 computes the residuals and the "
+        "energy each class average keeps, but 'visualises' has no number"
+    ),
+    "inverse.fcnn_invertible": _invertible,
+    "inverse.training_improves": _training,
+    "inverse.recognised": _recognised,
+    "inverse.resnet_binarized": _binarized,
+}
+
+COLUMNS = ["id", "says", "source", "this_run", "verdict", "why"]
+
+
+def paper_ledger(metrics: Mapping[str, dict]) -> pd.DataFrame:
+    """Every claim of the paper checked on a run's metrics files by name (``{"fig1": {...}}``):
+    ``id``, ``says``, ``source``, ``this_run``, ``verdict`` (one of :data:`VERDICTS`), ``why``."""
+    dataset = next((d.get("dataset") for d in metrics.values() if d.get("dataset")), "")
+    rows = []
+    for c in paper.CLAIMS:
+        try:
+            verdict, this_run, why = CHECKS[c.id](metrics, dataset)
+        except (MetricsLayoutError, KeyError, TypeError, ValueError, IndexError) as e:
+            verdict, this_run, why = UNTESTABLE, "-", f"a metrics file of another layout ({e})"
+        rows.append([c.id, c.says, c.source, this_run, verdict, why])
+    return pd.DataFrame(rows, columns=COLUMNS)
