@@ -185,6 +185,17 @@ def test_the_cnn_judge_is_trained_once_then_read_from_the_cache(tmp_path, monkey
     with pytest.raises(AssertionError, match="trained again"):  # another recipe: another key
         monkeypatch.setitem(J.CNN_RECIPE, "lr", 1e-2)
         J.CNNJudge(data, cache_dir=tmp_path, progress=False)
+    monkeypatch.setitem(J.CNN_RECIPE, "lr", 1e-3)
+    wider = J.JudgeCNN.__init__
+
+    def widened(self, n_classes=10):
+        wider(self, n_classes)
+        self.head[1] = nn.Linear(32 * 7 * 7, 256)
+        self.head[3] = nn.Linear(256, n_classes)
+
+    monkeypatch.setattr(J.JudgeCNN, "__init__", widened)
+    with pytest.raises(AssertionError, match="trained again"):  # another architecture
+        J.CNNJudge(data, cache_dir=tmp_path, progress=False)
 
 
 def test_a_corrupt_judge_checkpoint_is_retrained_with_a_warning(tmp_path, monkeypatch):
@@ -260,6 +271,7 @@ def test_robust_preimages_reach_the_probability_target_inside_the_box():
     torch.manual_seed(0)
     data = tiny_data()
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    model[1].weight.data *= 10  # outputs that pixels move as much as a trained network's
     run = robust_preimages(
         model, "probability", data=data, ingredients=("jitter", "prior"),
         steps={"search": 60, "polish": 60},
@@ -277,3 +289,41 @@ def test_robust_preimages_refuse_what_does_not_apply():
         robust_preimages(model, "probability", data=tiny_data(), ingredients=("noise",))
     with pytest.raises(ValueError, match="needs probability targets"):
         robust_preimages(model, "min-max", data=tiny_data(), ingredients=("ensemble",))
+
+
+def test_the_cnn_judge_reads_float64_images(tmp_path, monkeypatch):
+    """The exact and Newton pre-images are float64: a judge reads them as they are."""
+    monkeypatch.setitem(J.CNN_RECIPE, "epochs", 1)
+    judge = J.CNNJudge(tiny_data(), cache_dir=tmp_path, progress=False)
+    x = tiny_data().x_test
+    assert torch.allclose(judge.probabilities(x.double()), judge.probabilities(x))
+
+
+def test_a_run_saves_judges_and_verdicts_beside_every_image_file(tmp_path, monkeypatch):
+    """``ctx.save_inversions`` writes the npz, one verdict row per image, the counts per set in
+    the metrics (what the sweep and the report read) and the judges' accuracies."""
+    import json
+
+    from nnspaces.runner.config import RunConfig
+    from nnspaces.runner.numbers import read_metrics, verdict_table
+
+    monkeypatch.setitem(J.CNN_RECIPE, "epochs", 1)
+    monkeypatch.setattr(J, "CACHE_DIR", tmp_path / "cache")
+    ctx = RunConfig.from_profile("smoke", out_dir=str(tmp_path / "run")).context()
+    ctx._data = tiny_data()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    imgs = torch.cat([tiny_data().x_train[[0, 6]], torch.full((1, 1, 28, 28), 2.0)])
+    r = evaluate_images(model, imgs, torch.zeros(3, 10), [0, 1, 2], method="box", network="m")
+    verdicts = ctx.save_inversions("mine", {"m": {"box": r}})
+    out = tmp_path / "run"
+    assert (out / "mine.npz").is_file() and (out / "mine.verdicts.csv").is_file()
+    assert verdicts.frame["all_inside"].tolist() == [True, True, False]
+    assert 2 not in verdicts.recognised("m/box")
+    saved = json.loads((out / "metrics" / "verdicts_mine.json").read_text())
+    assert [j["name"] for j in saved["judges"]] == ["judge-cnn", "judge-knn"]
+    assert saved["sets"]["m/box"]["images"] == 3
+    table = verdict_table(read_metrics(out))
+    assert table["mine: box"]["m"] == saved["sets"]["m/box"]["digit and inside"] / 3
+    assert json.loads((out / "judges.json").read_text())["dataset"] == "tiny"
+    with pytest.raises(ValueError, match="no image set 'm/other'"):
+        verdicts.recognised("m/other")

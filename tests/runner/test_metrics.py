@@ -25,7 +25,7 @@ from nnspaces.runner.metrics import (
     Lesson6Metrics,
     MetricsLayoutError,
 )
-from nnspaces.runner.numbers import KeyNumber, inversion_table, key_numbers, recognition_table
+from nnspaces.runner.numbers import KeyNumber, inversion_table, key_numbers, verdict_table
 
 torch.manual_seed(0)
 MODEL = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
@@ -230,26 +230,6 @@ def test_inversion_table_reads_each_methods_median_on_each_network():
     )
 
 
-def test_recognition_table_counts_the_digits_each_network_classifies_as_their_class():
-    m, results = fig3()
-    d, l5 = json_roundtrip(m), lesson5()
-    table = recognition_table(d, json_roundtrip(l5))
-    for net, by in results.items():
-        for method, r in by.items():
-            hits = [int(p) == c for p, c in zip(r.predicted, r.classes, strict=True)]
-            assert table[method][net] == pytest.approx(sum(hits) / 3)
-    descent = d["networks"]["fcnn5"]["methods"]["descent"]
-    descent["predicted"] = [0, 1, 2]
-    assert recognition_table(d)["descent"]["fcnn5"] == 1.0
-    descent["predicted"][0] = 99  # digit 0 seen as another class
-    assert recognition_table(d)["descent"]["fcnn5"] == pytest.approx(2 / 3)
-    assert "natural pre-images" not in recognition_table(d)
-    nat = l5.natural["resnet18"].result
-    hits = sum(int(p) == c for p, c in zip(nat.predicted, nat.classes, strict=True))
-    assert table["natural pre-images"] == {"resnet18": pytest.approx(hits / 3)}
-    assert recognition_table(None) == {}
-
-
 def test_fig3_json_keeps_each_networks_accuracy_results_and_per_class_errors():
     m, results = fig3()
     d = json_roundtrip(m)
@@ -438,3 +418,25 @@ def test_a_file_of_another_layout_gives_missing_key_numbers_saying_why():
     assert acc["fcnn1"].value is None
     assert acc["fcnn1"].source == "no metrics file has it (fig1.json: another layout)"
     assert cond["resnet18"].value == 1.0712  # the other files are still read
+
+
+def test_verdict_table_reads_the_judges_counts_not_the_networks():
+    """Per set and network: the fraction every judge reads as the digit with every pixel in
+    [0, 1] ("digit and inside"), not the looser "every judge" count."""
+    metrics = {
+        "fig3": {"networks": {}},
+        "verdicts_inversions": {
+            "sets": {
+                "fcnn1/exact": {"network": "fcnn1", "images": 10, "every judge": 9,
+                                "digit and inside": 2},
+                "resnet18/natural": {"network": "resnet18", "images": 4, "every judge": 4,
+                                     "digit and inside": 3},
+                "vit/empty": {"network": "vit", "images": 0, "digit and inside": 0},
+            }
+        },
+    }  # fmt: skip
+    table = verdict_table(metrics)
+    assert table["inversions: exact"] == {"fcnn1": 0.2}
+    assert table["inversions: natural"] == {"resnet18": 0.75}
+    assert table["inversions: empty"] == {"vit": None}
+    assert verdict_table({"fig3": {}}) == {}

@@ -144,7 +144,8 @@ class NaturalPreimages:
         return (
             f"{self.network} ({self.targets} targets): {self.prior} weight "
             f"{self.chosen_weight:g}: median error {self.result.median_rel_error:.2e}, "
-            f"{self.n_recognised}/10 recognised by both other networks, pixels outside [0, 1]: "
+            f"{self.n_recognised}/10 read as the digit by both other networks (how the weight "
+            "is chosen; the judges give the verdict), pixels outside [0, 1]: "
             f"{float(np.mean(self.result.outside)):.1%}"
         )
 

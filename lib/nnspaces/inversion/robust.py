@@ -38,10 +38,20 @@ COPIES = 6
 #: The search's box steps and the polish's, per phase, and the search's (gentle) step size:
 #: from a class average, steps of 0.1 or more move every pixel the same small amount at once
 #: and leave a faint pattern a judge reads as another digit.
-ROBUST_STEPS = {"search": 150, "polish": 200}
+ROBUST_STEPS = {"search": 100, "polish": 200}
 ROBUST_LR = 0.05
-#: The ingredients :func:`robust_preimages` combines (lesson 5 shows each).
+#: The ingredients :func:`robust_preimages` combines, and the ladder lesson 5 climbs: none,
+#: each alone, all together.
 INGREDIENTS = ("jitter", "ensemble", "prior")
+ROBUST_LADDER: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "jitter": ("jitter",),
+    "prior": ("prior",),
+    "ensemble": ("ensemble",),
+    "all": ("jitter", "prior", "ensemble"),
+}
+#: Smoke runs' steps.
+QUICK_ROBUST_STEPS = {"search": 10, "polish": 20}
 #: The prior the search holds images near real digits with, and its weight.
 ROBUST_PRIOR = {"l2-avg": 0.3}
 #: The probability the search on the wrapped network asks for: above the level the network
@@ -111,13 +121,15 @@ def robust_preimages(
     seed: int = 0,
 ) -> RobustRun:
     """Images from ``start`` (a name of :data:`~nnspaces.inversion.STARTS`: ``avg-img`` the
-    class averages, ``avg-all`` the average of every training image) that reach ``model``'s ``targets`` (``"probability"``:
-    p(c) >= 0.9; else raw-score targets, e.g. ``"min-max"``, to a relative error of 1e-2), with
-    every pixel in [0, 1]. ``ingredients`` (of :data:`INGREDIENTS`): ``jitter`` searches on
-    :class:`Jittered`; ``ensemble`` (probability targets only) also asks the networks of
-    ``ensemble`` (:class:`Ensemble`); ``prior`` adds :data:`ROBUST_PRIOR`. None of them: the
-    plain box search. Then the images are polished on ``model`` alone (box steps, no prior)
-    until they reach its target; its result is ``result``."""
+    class averages, ``avg-all`` the average of every training image) that reach ``model``'s
+    ``targets`` (``"probability"``: p(c) >= 0.9; else raw-score targets, e.g. ``"min-max"``,
+    to a relative error of 1e-2), with every pixel in [0, 1].
+
+    ``ingredients`` (of :data:`INGREDIENTS`; none: the plain box search): ``jitter`` searches
+    on :class:`Jittered`; ``ensemble`` (probability targets only) also asks the networks of
+    ``ensemble`` (:class:`Ensemble`); ``prior`` adds :data:`ROBUST_PRIOR`. Then the images
+    are polished on ``model`` alone (box steps, no prior) until they reach its target; its
+    result is ``result``."""
     t0 = time.perf_counter()
     refuse_judge(model, "robust_preimages")
     ingredients = tuple(ingredients)
@@ -150,7 +162,8 @@ def robust_preimages(
         **({"level": SEARCH_LEVEL} if by_prob else {}), **goal, **common,
     )  # fmt: skip
     result = invert(
-        model, t, method="box", start=search.image, steps=steps["polish"], stats=stats,
+        model, t, method="box", start=search.image, steps=steps["polish"], lr=ROBUST_LR,
+        stats=stats,
         **goal, **common,
     )  # fmt: skip
     result.settings |= {"ingredients": list(ingredients), "search_steps": search.steps}

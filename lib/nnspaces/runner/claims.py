@@ -100,6 +100,8 @@ class Rendered:
     def __str__(self) -> str:
         return self.markdown
 
+    __repr__ = __str__  # a notebook's plain-text output: the sentences, not the dataclass
+
 
 _REGISTRY: dict[str, Claim] = {}
 

@@ -31,6 +31,7 @@ from ..inversion.targets import ScoreStats, make_targets
 from ..models import check_network
 from ..paths import RESULTS, shown
 from ..training import TrainConfig, TrainedNetwork, get_trained, save_checkpoint
+from .numbers import VERDICTS_PREFIX
 
 #: What a notebook's ``n_train = "all"`` means: every image (None inside a RunConfig).
 ALL = "all"
@@ -279,7 +280,13 @@ class RunContext:
         path = save_inversions(results or {}, self.out_dir / f"{name}.npz", **sets)
         frame = judge_file(path, self.judges())
         write_csv(self.out_dir / f"{name}.verdicts.csv", frame)
-        return Verdicts(frame)
+        verdicts = Verdicts(frame)
+        sets = verdicts.summary.set_index("set").to_dict("index")
+        payload = {"profile": self.config.profile, **judge_table(self.judges(), self.data)}
+        write_json(
+            self.out_dir / "metrics" / f"{VERDICTS_PREFIX}{name}.json", payload | {"sets": sets}
+        )
+        return verdicts
 
     def save_table(self, name: str, table: pd.DataFrame) -> Path:
         """Write ``table`` as ``<out_dir>/tables/<name>.csv``, atomically."""

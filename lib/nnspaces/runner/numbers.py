@@ -58,6 +58,27 @@ KEY_KINDS = ("test accuracy", "condition number")
 CONDITION_NUMBER_FILE = {"fcnn1": Fig1Metrics.name, "resnet18": Fig2Metrics.name}
 
 
+#: A run's judges' verdicts on one file of image sets: ``metrics/verdicts_<file>.json``.
+VERDICTS_PREFIX = "verdicts_"
+
+
+def verdict_table(metrics: Mapping[str, dict]) -> dict[str, dict[str, float | None]]:
+    """From every ``verdicts_*`` metrics file: per image set (without its network; the file's
+    name in front where several files are read) and network, the fraction of its images that
+    every judge reads as the intended digit with every pixel in [0, 1]."""
+    table: dict[str, dict[str, float | None]] = {}
+    for name, content in metrics.items():
+        if not name.startswith(VERDICTS_PREFIX):
+            continue
+        for key, row in (content.get("sets") or {}).items():
+            label = f"{name[len(VERDICTS_PREFIX) :]}: {key.split('/', 1)[-1]}"
+            n = row.get("images") or 0
+            table.setdefault(label, {})[row.get("network", "")] = (
+                row.get("digit and inside", 0) / n if n else None
+            )
+    return table
+
+
 def read_metrics(out_dir: str | Path) -> dict[str, dict]:
     """A run's ``metrics/*.json`` by name (``{"fig1": {...}}``); unreadable files are left
     out (the report lists them as problems)."""
@@ -126,24 +147,6 @@ def inversion_table(
     for net, n in natural.items():
         table.setdefault("natural pre-images", {})[net] = n.get("median_rel_error")
     return list(dict.fromkeys([*results, *natural])), table
-
-
-def recognition_table(
-    fig3: Mapping[str, Any] | None, lesson5: Mapping[str, Any] | None = None
-) -> dict[str, dict[str, float | None]]:
-    """From fig3.json: per method the fraction of digits whose image the network itself
-    classifies as the digit, on each network; then, from lesson5.json when given, the
-    ``natural pre-images`` row."""
-    runs_by_net = {net: dict(methods) for net, methods in _results(fig3).items()}
-    for net, n in _natural(lesson5).items():
-        runs_by_net.setdefault(net, {})["natural pre-images"] = n.get("result") or {}
-    table: dict[str, dict[str, float | None]] = {}
-    for net, runs in runs_by_net.items():
-        for method, r in runs.items():
-            classes, predicted = r.get("classes") or [], r.get("predicted") or []
-            hits = [p == c for c, p in zip(classes, predicted, strict=False)]
-            table.setdefault(method, {})[net] = sum(hits) / len(hits) if hits else None
-    return table
 
 
 def _results(fig3: Mapping[str, Any] | None) -> Mapping[str, Mapping[str, dict]]:

@@ -36,10 +36,10 @@ from ...files import atomic_write, leaves
 from ..decide import evaluate_claims
 from ..html import now, write_page
 from ..ledger import FAILS, HOLDS, paper_ledger
-from ..numbers import KEY_KINDS, inversion_table, key_numbers, read_metrics, recognition_table
+from ..numbers import KEY_KINDS, inversion_table, key_numbers, read_metrics, verdict_table
 
 #: The quantities shown with their spread, in this order; inversion errors on a log scale.
-KINDS = (*KEY_KINDS, "inversion error", "recognised")
+KINDS = (*KEY_KINDS, "inversion error", "judged digits")
 LOG_KINDS = ("inversion error",)
 #: The grid parameter whose values are repetitions rather than settings.
 REPEAT = "seed"
@@ -59,7 +59,8 @@ class Quantity:
 
 def quantities(metrics: Mapping[str, dict]) -> list[Quantity]:
     """A run's accuracies and condition numbers (with the paper's), and per network and
-    method the median inversion error and the fraction of digits recognised."""
+    method the median inversion error; per image set the fraction of its digits that every
+    judge reads as intended (:func:`~..numbers.verdict_table`)."""
     out = [
         Quantity(k.kind, k.network, k.name, k.value, k.reference.value)
         for k in key_numbers(metrics)
@@ -67,7 +68,7 @@ def quantities(metrics: Mapping[str, dict]) -> list[Quantity]:
     fig3, lesson5 = metrics.get("fig3"), metrics.get("lesson5")
     for kind, table in (
         ("inversion error", inversion_table(fig3, lesson5)[1]),
-        ("recognised", recognition_table(fig3, lesson5)),
+        ("judged digits", verdict_table(metrics)),
     ):
         out += [
             Quantity(kind, net, method, v) for method, by in table.items() for net, v in by.items()
@@ -304,6 +305,6 @@ def _by_group(summary: list[dict]) -> list[tuple[str, list[dict]]]:
 def _fmt(value: float | None, kind: str = "") -> str:
     if value is None:
         return "-"
-    if kind == "test accuracy" or kind == "recognised":
+    if kind == "test accuracy" or kind == "judged digits":
         return f"{100 * value:.1f}%"
     return f"{value:.3g}"
