@@ -9,9 +9,14 @@ For every network and method it prints the wall time of one call of
 memory during the call and how much of it was above what the process held before (resident
 memory sampled every 5 ms on the CPU; ``torch.cuda.max_memory_allocated`` on a GPU), how
 much memory grew between the first and the last iteration (it must stay flat: nothing is
-kept across iterations), and the
-median relative output error beside that of the paper's original "+training" preset. The
-trained networks come from the checkpoint cache (trained first when missing).
+kept across iterations), the
+median relative output error beside that of the paper's original "+training" preset, and how
+many of the ten images every judge (:mod:`nnspaces.inversion.judges`, classifiers that take no
+part in any inversion) reads as the intended digit with every pixel in [0, 1]. After the
+methods, per network: the natural pre-images of lesson 5 (min/max targets) or, with
+``--targets probability``, the robust search from the class averages and, on each ingredient of
+the ladder, from the average of every image (:mod:`nnspaces.inversion.robust`). The trained
+networks and the judges come from the checkpoint cache (trained first when missing).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from nnspaces.inversion import (
     method_names,
 )
 from nnspaces.inversion.crosscheck import BASELINE
+from nnspaces.inversion.judges import verdicts
+from nnspaces.inversion.natural import natural_preimages
+from nnspaces.inversion.robust import ROBUST_LADDER, robust_preimages
 from nnspaces.models import networks
 from nnspaces.runner.config import PROFILES, RunConfig
 
@@ -182,8 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     head = (
         f"{'network':9} {'method':21} {'seconds':>8} {'peak MiB':>9} {'+MiB':>7} "
-        f"{'growth MiB':>10} {'median err':>10} {'reached':>7} {'vs original':>11}"
+        f"{'growth MiB':>10} {'median err':>10} {'reached':>7} {'vs original':>11} {'judged':>6}"
     )
+    judges = ctx.judges(progress=False)
+
+    def judged(r) -> str:
+        v = verdicts(r.image, r.classes, judges)
+        return f"{int(v['digit and inside'].sum()):>3}/{len(v)}"
+
     print(head)
     print("-" * len(head))
     for network in args.networks:
@@ -236,9 +250,43 @@ def main(argv: list[str] | None = None) -> None:
                     f"{'min p ' + format(r.prob.min(), '.3f'):>11}"
                     if by_prob
                     else f"{err / original:11.2e}"
-                ),
+                )
+                + f" {judged(r):>6}",
                 flush=True,
             )
+        models = {n: ctx.trained(n, progress=False).model.to(device) for n in args.networks}
+        for label, run in natural_rows(network, models, ctx, by_prob):
+            r, sec = run
+            print(
+                f"{network:9} {label:21} {sec:8.3f} {'':9} {'':7} {'':10} "
+                f"{r.median_rel_error:10.2e} {r.n_success:>4}/10 {'':11} {judged(r):>6}",
+                flush=True,
+            )
+
+
+def natural_rows(network, models, ctx, by_prob):
+    """(label, (result, seconds)) of lesson 5's natural search (min/max targets), or of the
+    robust search from the class averages and each rung of the ladder from avg-all."""
+    if not by_prob:
+        t0 = time.perf_counter()
+        found = natural_preimages(
+            models, network, data=ctx.data, stats=ctx.score_stats(network), device=ctx.device
+        )
+        yield "natural (lesson 5)", (found.result, time.perf_counter() - t0)
+        return
+    others = {o: m for o, m in models.items() if o != network}
+    runs = [("robust avg-img", "none", "avg-img")]
+    runs += [
+        (f"robust avg-all {r}", r, "avg-all")
+        for r in ROBUST_LADDER
+        if others or r != "ensemble" and r != "all"
+    ]
+    for label, recipe, start in runs:
+        run = robust_preimages(
+            models[network], "probability", data=ctx.data, start=start, network=network,
+            ingredients=ROBUST_LADDER[recipe], ensemble=others, device=ctx.device,
+        )  # fmt: skip
+        yield label, (run.result, run.seconds)
 
 
 if __name__ == "__main__":

@@ -327,3 +327,28 @@ def test_a_run_saves_judges_and_verdicts_beside_every_image_file(tmp_path, monke
     assert json.loads((out / "judges.json").read_text())["dataset"] == "tiny"
     with pytest.raises(ValueError, match="no image set 'm/other'"):
         verdicts.recognised("m/other")
+
+
+def test_describe_separates_digits_pushes_outside_the_box_and_non_digits():
+    frame = pd.DataFrame(
+        {
+            "set": ["n/a"] * 10 + ["n/b"] * 10 + ["n/c"] * 10,
+            "network": ["n"] * 30,
+            "digit": list(range(10)) * 3,
+            "inside": [1.0] * 10 + [0.9] * 10 + [1.0] * 10,
+            "judge-x": list(range(10)) * 2 + [0] * 10,
+            "judge-x p": [1.0] * 30,
+            "every judge": [True] * 20 + [i == 0 for i in range(10)],
+            "digit and inside": [True] * 10 + [False] * 10 + [i == 0 for i in range(10)],
+        }
+    )
+    text = J.Verdicts(frame).describe()
+    assert "inside [0, 1]: `a` 10/10;" in text
+    assert "pixels outside [0, 1]: `b` 10/10;" in text
+    assert "not the digits to the judges: `c` 1/10." in text
+    nine = frame.copy()
+    nine.loc[9, ["every judge", "digit and inside"]] = False  # 9 of 10 still count as digits
+    assert "inside [0, 1]: `a` 9/10;" in J.Verdicts(nine).describe()
+    eight = nine.copy()
+    eight.loc[8, ["every judge", "digit and inside"]] = False
+    assert "judges: `a` 8/10, `c` 1/10." in J.Verdicts(eight).describe()

@@ -359,10 +359,11 @@ def judge_table(panel: Mapping[str, Judge], data: Dataset) -> dict:
     }
 
 
-def _listed(rows: pd.DataFrame) -> str:
-    """Each set (without its network) in backticks with its count ``k/n``, or ``none``."""
+def _listed(rows: pd.DataFrame, column: str) -> str:
+    """Each set (without its network) in backticks with its count ``k/n`` of ``column``, or
+    ``none``."""
     keys = rows["set"].str.split("/", n=1).str[-1]
-    counts = zip(keys, rows["digit and inside"], rows["images"], strict=True)
+    counts = zip(keys, rows[column], rows["images"], strict=True)
     return ", ".join(f"`{key}` {k}/{n}" for key, k, n in counts) or "none"
 
 
@@ -395,17 +396,25 @@ class Verdicts:
         return out
 
     def describe(self, sets: Sequence[str] | None = None) -> str:
-        """Markdown, per network: which of its image sets every judge reads as the intended
-        digits (at least :data:`DIGITS_SHARE` of the images, every pixel in [0, 1]) and which
-        it does not, each with its count; from this file's verdicts only."""
+        """Markdown, per network: its image sets that every judge reads as the intended digits
+        (at least :data:`DIGITS_SHARE` of the images) with every pixel in [0, 1]; those they read
+        so but with pixels outside [0, 1]; and those they do not read as the digits, each with
+        its count. From this file's verdicts only."""
         s = self.summary if sets is None else self.summary[self.summary["set"].isin(sets)]
         lines = []
         for network, rows in s.groupby("network", sort=False):
-            digits = rows["digit and inside"] >= DIGITS_SHARE * rows["images"]
-            lines.append(
-                f"- **{network}**: digits to every judge: {_listed(rows[digits])}; "
-                f"not digits to the judges: {_listed(rows[~digits])}."
-            )
+            read = rows["every judge"] >= DIGITS_SHARE * rows["images"]
+            inside = rows["digit and inside"] >= DIGITS_SHARE * rows["images"]
+            parts = [
+                f"digits to every judge, inside [0, 1]: {_listed(rows[inside], 'digit and inside')}"
+            ]
+            if (read & ~inside).any():
+                parts.append(
+                    "read as the digits but with pixels outside [0, 1]: "
+                    + _listed(rows[read & ~inside], "every judge")
+                )
+            parts.append(f"not the digits to the judges: {_listed(rows[~read], 'every judge')}")
+            lines.append(f"- **{network}**: " + "; ".join(parts) + ".")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

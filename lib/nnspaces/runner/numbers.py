@@ -62,10 +62,12 @@ CONDITION_NUMBER_FILE = {"fcnn1": Fig1Metrics.name, "resnet18": Fig2Metrics.name
 VERDICTS_PREFIX = "verdicts_"
 
 
-def verdict_table(metrics: Mapping[str, dict]) -> dict[str, dict[str, float | None]]:
-    """From every ``verdicts_*`` metrics file: per image set (without its network; the file's
-    name in front where several files are read) and network, the fraction of its images that
-    every judge reads as the intended digit with every pixel in [0, 1]."""
+def verdict_table(
+    metrics: Mapping[str, dict], column: str = "digit and inside"
+) -> dict[str, dict[str, float | None]]:
+    """From every ``verdicts_*`` metrics file: per image set (``file: set`` without its
+    network) and network, the fraction of its images that every judge reads as the intended
+    digit with every pixel in [0, 1] (``column="every judge"``: whatever the pixels)."""
     table: dict[str, dict[str, float | None]] = {}
     for name, content in metrics.items():
         if not name.startswith(VERDICTS_PREFIX):
@@ -74,7 +76,7 @@ def verdict_table(metrics: Mapping[str, dict]) -> dict[str, dict[str, float | No
             label = f"{name[len(VERDICTS_PREFIX) :]}: {key.split('/', 1)[-1]}"
             n = row.get("images") or 0
             table.setdefault(label, {})[row.get("network", "")] = (
-                row.get("digit and inside", 0) / n if n else None
+                row.get(column, 0) / n if n else None
             )
     return table
 

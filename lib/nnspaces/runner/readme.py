@@ -21,7 +21,14 @@ from .decide import evaluate_claims
 from .ledger import paper_ledger
 from .metrics import Lesson5Metrics
 from .notebooks import lessons
-from .numbers import inversion_table, key_numbers, read_back, read_metrics
+from .numbers import (
+    VERDICTS_PREFIX,
+    inversion_table,
+    key_numbers,
+    read_back,
+    read_metrics,
+    verdict_table,
+)
 
 SNAPSHOT = README_SNAPSHOT
 START = "<!-- nnspaces:numbers:start (written by `python -m nnspaces readme`; do not edit) -->"
@@ -36,6 +43,7 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
     metrics = read_metrics(out_dir)
     if not metrics:
         raise FileNotFoundError(f"{out_dir}/metrics holds no metrics: run the notebooks first")
+    inside = verdict_table(metrics)
     networks, table = inversion_table(metrics.get("fig3"), metrics.get("lesson5"))
     lesson5 = read_back(Lesson5Metrics, metrics.get(Lesson5Metrics.name))
     natural = lesson5.natural if lesson5 else {}
@@ -58,6 +66,14 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
         "claims": evaluate_claims(metrics)[["id", "subject", "holds", "sentence"]].to_dict(
             "records"
         ),
+        "judges": next(
+            (m.get("judges") for n, m in metrics.items() if n.startswith(VERDICTS_PREFIX)), []
+        ),
+        "judged": {
+            label: {net: [read, inside[label][net]] for net, read in by.items()}
+            for label, by in verdict_table(metrics, "every judge").items()
+            if label.startswith("inversions:") or "natural" in label or "robust" in label
+        },
         "times": run_times(out_dir),
         "wall": run_wall(out_dir),
     }
@@ -105,7 +121,8 @@ def render(snap: dict[str, Any]) -> str:
     lines += [
         "",
         "Median relative output error `||f(x) - t|| / ||t||` over the ten digits, the paper's",
-        "min/max targets (natural pre-images: digits the other networks recognise, and targets):",
+        "min/max targets (natural pre-images: how many digits both other networks read, the rule",
+        "that chooses them, and the targets; the judges' verdict is further down):",
         "",
         "| method | " + " | ".join(nets) + " |",
         "|---|" + "---|" * len(nets),
@@ -119,6 +136,7 @@ def render(snap: dict[str, Any]) -> str:
                 text += f" ({nat['n_recognised']}/10, {nat['targets']})"
             cells.append(text)
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    lines += _judged_lines(snap)
     lines += _claims_lines(snap)
     times = snap.get("times") or {}
     if times:
@@ -141,6 +159,46 @@ def render(snap: dict[str, Any]) -> str:
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
+
+
+def _judged_lines(snap: dict[str, Any]) -> list[str]:
+    """The judges' verdicts on Figure 3's image sets and the natural pre-images: the share of
+    each set's digits that every judge reads as intended, every pixel in [0, 1]."""
+    judged = snap.get("judged")
+    if not judged:
+        return []
+    nets = sorted({net for by in judged.values() for net in by}, key=_net_order(snap))
+    panel = "; ".join(
+        f"`{j['name']}` ({j['description']}, held-out accuracy {j['held_out_accuracy']:.3f})"
+        for j in snap.get("judges", [])
+    )
+    lines = [
+        "",
+        f"The judges, classifiers that take no part in making or choosing any image: {panel}.",
+        "The share of each image set's digits that every judge reads as the intended digit",
+        "(`notebook file: set`), and in brackets where it is less, the share that is also",
+        'inside the pixel box [0, 1] (the paper\'s "+training" steps leave tiny excursions):',
+        "",
+        "| image set | " + " | ".join(nets) + " |",
+        "|---|" + "---|" * len(nets),
+    ]
+    for label, by in judged.items():
+        cells = [_share(*by[n]) if n in by else "-" for n in nets]
+        lines.append(f"| {_cell(label)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _share(read: float | None, inside: float | None) -> str:
+    """``90%``, or ``90% (box 0%)`` where fewer of them are inside [0, 1]."""
+    if read is None:
+        return "-"
+    text = f"{100 * read:.0f}%"
+    return text if inside is None or inside >= read else f"{text} (box {100 * inside:.0f}%)"
+
+
+def _net_order(snap: dict[str, Any]):
+    order = list(snap.get("networks") or [])
+    return lambda net: (order.index(net) if net in order else len(order), net)
 
 
 def _claims_lines(snap: dict[str, Any]) -> list[str]:

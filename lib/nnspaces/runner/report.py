@@ -36,7 +36,7 @@ from .html import now, write_page
 from .ledger import paper_ledger
 from .metrics import MetricsLayoutError
 from .notebooks import caption, figure_rank, names_of_kind, notebook, runner_notebooks
-from .numbers import inversion_table, key_numbers
+from .numbers import VERDICTS_PREFIX, inversion_table, key_numbers
 
 #: What :meth:`nnspaces.runner.config.RunContext.save_metrics` writes beside each figure's metrics.
 DATA_KEYS = ("profile", "dataset", "n_train", "n_val", "n_test", "source")
@@ -314,6 +314,25 @@ def _figures(folder: _Folder, run: dict | None) -> list[dict]:
 # --------------------------------------------------------------------------- the page
 
 
+def _verdicts(metrics: Mapping[str, dict]) -> list[dict]:
+    """Per file of image sets: the judges (with their held-out accuracy) and, per set, how
+    many images each judge, every judge, and every judge with pixels in [0, 1] read as the
+    intended digit (``k/n``)."""
+    out = []
+    for name, m in metrics.items():
+        if not name.startswith(VERDICTS_PREFIX) or not isinstance(m.get("sets"), dict):
+            continue
+        judges = [j for j in m.get("judges", []) if isinstance(j, dict)]
+        columns = [j.get("name", "?") for j in judges] + ["every judge", "digit and inside"]
+        rows = [
+            [key, *(f"{row.get(c, '-')}/{row.get('images', '-')}" for c in columns)]
+            for key, row in m["sets"].items()
+        ]
+        out.append({"file": name[len(VERDICTS_PREFIX) :], "judges": judges, "columns": columns,
+                    "rows": rows})  # fmt: skip
+    return out
+
+
 def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
     """Write ``<out_dir>/index.html`` (and ``<out_dir>/html/<notebook>.html`` for each executed
     notebook, unless ``render_notebooks`` is False) and return its path."""
@@ -343,6 +362,7 @@ def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
         inversion=inversion,
         ledger=paper_ledger(metrics).to_dict("records"),
         claims=evaluate_claims(metrics).to_dict("records"),
+        verdicts=_verdicts(metrics),
         notebooks=notebooks,
         total_seconds=total,
         wall=(run or {}).get("seconds"),
