@@ -344,3 +344,36 @@ def test_profile_paper_means_the_papers_data(tmp_path):
             progress_bar=False,
         )
     assert e.value.ename == "DataError" and "mnist: missing IDX files" in e.value.evalue
+
+
+@pytest.mark.notebook
+def test_every_saved_image_set_carries_its_judges_verdict(smoke_run):
+    """Every ``.npz`` a run saves has, beside it, one verdict row per image of every set and
+    the counts in its metrics; re-reading the images with the judges gives the same reads."""
+    import pandas as pd
+
+    from nnspaces.inversion.judges import get_judges, image_sets, verdicts
+    from nnspaces.runner.config import RunConfig
+
+    out, _ = smoke_run
+    files = sorted(out.glob("*.npz"))
+    assert {p.stem for p in files} >= {"inversions", "lesson4_inversions", "lesson5_inversions"}
+    panel = None
+    for path in files:
+        sets = image_sets(path)
+        frame = pd.read_csv(out / f"{path.stem}.verdicts.csv")
+        counts = json.loads((out / "metrics" / f"verdicts_{path.stem}.json").read_text())
+        assert set(frame["set"]) == set(sets) == set(counts["sets"])
+        for key, (_images, classes) in sets.items():
+            rows = frame[frame["set"] == key]
+            assert rows["digit"].tolist() == classes
+            assert counts["sets"][key]["digit and inside"] == int(rows["digit and inside"].sum())
+        if path.stem == "lesson5_inversions":  # read again, by a panel loaded afresh
+            if panel is None:
+                config = RunConfig.from_profile("smoke", out_dir=str(out))
+                panel = get_judges(config.context().data, progress=False)
+            key = "resnet18/natural"
+            again = verdicts(*sets[key], panel)
+            rows = frame[frame["set"] == key]
+            for name in panel:
+                assert again[name].tolist() == rows[name].tolist()
