@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{ctx.data.describe()}" + (", networks as they are (--plain)" if args.plain else "")
     )
     head = (
-        f"{'network':9} {'method':21} {'seconds':>8} {'peak MiB':>9} {'+MiB':>7} "
+        f"{'network':9} {'method':24} {'seconds':>8} {'peak MiB':>9} {'+MiB':>7} "
         f"{'growth MiB':>10} {'median err':>10} {'reached':>7} {'vs original':>11} {'judged':>6}"
     )
     judges = ctx.judges(progress=False)
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             if method not in methods:
                 continue
             print(
-                f"{network:9} {method:21} {sec:8.3f} {peak:9.1f} {added:7.1f} {growth:10.1f} "
+                f"{network:9} {method:24} {sec:8.3f} {peak:9.1f} {added:7.1f} {growth:10.1f} "
                 f"{err:10.2e} {r.n_success:>4}/10 "
                 + (
                     f"{'min p ' + format(r.prob.min(), '.3f'):>11}"
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         for label, run in natural_rows(network, models, ctx, by_prob):
             r, sec = run
             print(
-                f"{network:9} {label:21} {sec:8.3f} {'':9} {'':7} {'':10} "
+                f"{network:9} {label:24} {sec:8.3f} {'':9} {'':7} {'':10} "
                 f"{r.median_rel_error:10.2e} {r.n_success:>4}/10 {'':11} {judged(r):>6}",
                 flush=True,
             )
