@@ -212,6 +212,33 @@ def test_lm_on_selu_networks():
     assert v["fcnn5"].holds and f"in {our_claims.FEW_STEPS} steps" in v["fcnn5"].sentence
 
 
+def test_lm_says_when_its_step_limit_stopped_it():
+    """A quick run caps `lm` at 3 steps: the sentence says the cap stopped it, not that the
+    method does not converge in a few steps; a cap above a few steps, or the stall rule, does
+    decide it."""
+    prob = {"fcnn5": {"exact": res()}}
+
+    def lm(steps, limit):
+        r = res(0.13, steps=steps, n_success=2, step_limit=limit)
+        return verdicts(
+            "lesson6.selu_lm_few_steps", _lesson6(probability=prob, min_max={"fcnn5": {"lm": r}})
+        )["fcnn5"]
+
+    v = lm(3, 3)
+    assert not v.holds and "after 3 steps" in v.sentence
+    assert "its step limit of 3 (this run's) stopped it" in v.sentence
+    assert "does not decide" in v.sentence and "does not converge" not in v.sentence
+    v = lm(30, 30)
+    assert "step limit of 30 stopped it" in v.sentence
+    assert "does not converge in a few steps here" in v.sentence
+    v = lm(12, 30)
+    assert "the stall rule stopped it before its step limit of 30" in v.sentence
+    assert "does not converge in a few steps here" in v.sentence
+    done = res(1e-12, steps=3, n_success=10, step_limit=3)  # all reached at the cap: holds
+    data = _lesson6(probability=prob, min_max={"fcnn5": {"lm": done}})
+    assert verdicts("lesson6.selu_lm_few_steps", data)["fcnn5"].holds
+
+
 def test_walk_freedom_from_the_layer_table():
     data = _lesson6(null_dims={"fcnn5": [528, 0, 128, 96, 22], "fcnn1": [774]})
     v = verdicts("lesson6.walk_freedom", data)

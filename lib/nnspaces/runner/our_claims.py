@@ -308,8 +308,30 @@ def _lm(m: Any, net: str) -> dict | None:
     r = (m.min_max.get(net) or {}).get("lm")
     if not r or "exact" not in (m.probability.get(net) or {}):  # exact: the SELU networks
         return None
-    n = len(r["classes"])
-    return {"steps": r["steps"], "reached": r["n_success"], "n": n, "median": r["median_rel_error"]}
+    n, steps, limit, reached = len(r["classes"]), r["steps"], r.get("step_limit"), r["n_success"]
+    capped = limit is not None and steps >= limit and reached < n
+    if capped and limit <= FEW_STEPS:
+        why = (
+            f"its step limit of {limit} (this run's) stopped it, so this run does not decide "
+            f"whether it converges in a few ({FEW_STEPS}) steps"
+        )
+    elif capped:
+        why = f"its step limit of {limit} stopped it, so it does not converge in a few steps here"
+    elif reached < n and limit is not None:
+        why = (
+            f"the stall rule stopped it before its step limit of {limit}, so it does not "
+            "converge in a few steps here"
+        )
+    else:
+        why = f"it does not converge in a few ({FEW_STEPS}) steps here"
+    return {
+        "steps": steps,
+        "limit": limit,
+        "reached": reached,
+        "n": n,
+        "median": r["median_rel_error"],
+        "why": why,
+    }
 
 
 register(
@@ -323,7 +345,7 @@ register(
         holds="`lm` reaches all {n} min/max targets in {steps} steps (median relative error "
         "{median:.1e}).",
         fails="`lm` reaches {reached}/{n} min/max targets and stops after {steps} steps at a "
-        "median relative error of {median:.2g}: it does not converge in a few steps here.",
+        "median relative error of {median:.2g}: {why}.",
         subjects=lambda m: list(m.min_max),
     )
 )
