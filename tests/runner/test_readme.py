@@ -23,7 +23,13 @@ def _run(tmp_path):
     fig3 = {
         **info,
         "networks": {
-            "fcnn1": {"test_accuracy": 0.875, "methods": {"descent": method}},
+            "fcnn1": {
+                "test_accuracy": 0.875,
+                "methods": {
+                    "descent": method,
+                    "best-box": {"median_rel_error": 0.3, "success": [True, False]},
+                },
+            },
             "fcnn5": {"test_accuracy": 0.5, "methods": {"descent": {"median_rel_error": 2e-7}}},
         },
     }
@@ -50,6 +56,9 @@ def test_snapshot_and_rendering_carry_the_runs_numbers(tmp_path):
     assert "| resnet18 test accuracy | missing | 99% |" in text
     assert "| `descent` | 0.012 | 2e-07 |" in text
     assert "| `natural pre-images` | 0.5 (7/10, min-max) | - |" in text
+    assert (
+        "`best-box` reaches (within the tolerance) with every pixel in [0, 1]: fcnn1 1/2." in text
+    )
     assert "profile `p`, d (40 training / 10 test images: s)" in text
     assert "took 93 s in all (fig1 12 s, fig3 80 s;" in text
     # a run that recorded its wall clock (notebooks side by side): both times, each named

@@ -19,7 +19,7 @@ from ..files import atomic_write, write_json
 from ..paths import README, README_SNAPSHOT
 from .decide import evaluate_claims
 from .ledger import paper_ledger
-from .metrics import Lesson5Metrics
+from .metrics import Fig3Metrics, Lesson5Metrics
 from .notebooks import lessons
 from .numbers import (
     VERDICTS_PREFIX,
@@ -56,6 +56,7 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
         ],
         "networks": networks,
         "inversion": table,
+        "box_reached": box_reached(metrics.get("fig3")),
         "natural": {
             net: {k: n.get(k) for k in ("n_recognised", "chosen_weight", "targets")}
             for net, n in natural.items()
@@ -77,6 +78,18 @@ def snapshot(out_dir: str | Path) -> dict[str, Any]:
         "times": run_times(out_dir),
         "wall": run_wall(out_dir),
     }
+
+
+def box_reached(fig3: dict | None) -> dict[str, list[int]]:
+    """Per network, how many of ``best-box``'s digits reach their targets (within the solvers'
+    tolerance) with every pixel in [0, 1], and of how many: ``[reached, digits]``."""
+    m = read_back(Fig3Metrics, fig3)
+    out = {}
+    for net, by in (m.results if m else {}).items():
+        success = (by.get("best-box") or {}).get("success")
+        if success is not None:
+            out[net] = [int(sum(bool(v) for v in success)), len(success)]
+    return out
 
 
 def _run_record(out_dir: Path) -> dict:
@@ -136,6 +149,13 @@ def render(snap: dict[str, Any]) -> str:
                 text += f" ({nat['n_recognised']}/10, {nat['targets']})"
             cells.append(text)
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    if snap.get("box_reached"):
+        each = ", ".join(f"{net} {k}/{n}" for net, (k, n) in snap["box_reached"].items())
+        lines += [
+            "",
+            f"Digits whose targets `best-box` reaches (within the tolerance) with every pixel in "
+            f"[0, 1]: {each}.",
+        ]
     lines += _judged_lines(snap)
     lines += _claims_lines(snap)
     times = snap.get("times") or {}
