@@ -110,9 +110,9 @@ README_DEFINITIONS = {
 README_LABELS = re.compile(
     r"(?i)python \d+\.\d+|\d+(?:\.\d+){2,}\S*|(?:section|issue|figure|fig\.) \d+(?:\.\d+)*"
 )
-#: A measured quantity: a time or an amount of memory (caught even when it is small).
+#: A measured quantity: a time, an amount of memory or a share (caught even when it is small).
 MEASURED = re.compile(
-    r"(?<![\w.\-/^{,])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?\s?(?:s|ms|seconds|MiB|GiB)\b"
+    r"(?<![\w.\-/^{,])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?:\s?(?:s|ms|seconds|MiB|GiB)\b|%)"
 )
 #: What the README's prose is not: its generated blocks, HTML comments, commands (a fenced
 #: block with a language, inline code) and link targets. A fence without a language is a
@@ -150,6 +150,7 @@ def test_the_readme_scan_catches_numbers_about_a_run():
     page = f"# t\n\n{block}\n\nThe run took 111 s on 2 cores.\n"
     assert unexplained_in_readme(page) == ["111 s"]
     assert unexplained_in_readme("ResNet18 reaches 97.3% here.") == ["97.3%"]
+    assert unexplained_in_readme("and 5% of its pixels, in 3 s") == ["5%", "3 s"]
     assert unexplained_in_readme("the import takes about 5.2 s, 1,234 MiB") == [
         "5.2 s",
         "1,234 MiB",
