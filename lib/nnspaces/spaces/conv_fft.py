@@ -12,6 +12,7 @@ A ``ConvTranspose`` is the adjoint of a convolution (:func:`conv_view`): the sam
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -20,6 +21,22 @@ import torch
 from torch import nn
 
 TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+@contextlib.contextmanager
+def one_thread(device):
+    """One CPU thread for a batch of small LAPACK calls (one per frequency): threads gain
+    little on each small matrix, and where other processes load the cores a multi-threaded
+    call per matrix waits on its slowest thread, many times over."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -120,7 +137,8 @@ def circular_spectrum(
     g = view.groups
     if all(k == 1 for k in view.weight.shape[2:]):
         w = view.weight.to(torch.float64).reshape(g, c_out // g, c_in_g)
-        S = torch.linalg.svdvals(w).cpu().numpy()
+        with one_thread(w.device):
+            S = torch.linalg.svdvals(w).cpu().numpy()
         if top_only:
             return np.array([S.max(initial=0.0)])
         per_group = min(c_out // g, c_in_g * math.prod(s))
@@ -130,9 +148,11 @@ def circular_spectrum(
     K = _blocks(view, grid, dtype)[torch.as_tensor(keep, device=view.weight.device)]
     if top_only:
         small = K @ K.mH if K.shape[-2] <= K.shape[-1] else K.mH @ K
-        top = torch.linalg.eigvalsh(small)[..., -1].max()
+        with one_thread(K.device):
+            top = torch.linalg.eigvalsh(small)[..., -1].max()
         return np.array([math.sqrt(max(float(top), 0.0))])
-    S = torch.linalg.svdvals(K).reshape(int(keep.sum()), -1)
+    with one_thread(K.device):
+        S = torch.linalg.svdvals(K).reshape(int(keep.sum()), -1)
     S = torch.repeat_interleave(S, torch.as_tensor(times, device=S.device), dim=0).reshape(-1)
     return np.sort(S.cpu().numpy())[::-1]
 

@@ -42,6 +42,7 @@ from .conv_fft import (  # noqa: F401  (re-exported: this module's public names)
     ConvView,
     circular_spectrum,
     conv_view,
+    one_thread,
     zero_padding_upper_bound,
 )
 from .lanczos import RTOL, gram_extremes, lanczos_extremes  # noqa: F401  (re-exported)
@@ -151,7 +152,8 @@ def kernel_norm(conv: nn.Module) -> float:
     w = conv.weight.detach().double()
     if isinstance(conv, TRANSPOSED):
         w = w.transpose(0, 1)
-    return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2))
+    with one_thread(w.device):
+        return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2))
 
 
 @dataclass(frozen=True)

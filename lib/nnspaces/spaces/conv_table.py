@@ -85,6 +85,7 @@ def conv_table(
     smallest_steps: int = 0,
     max_steps: int = 300,
     upper_bound: bool = True,
+    fast: bool = True,
     progress: bool = False,
 ):
     """One row per convolution of ``model`` (``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``) at the
@@ -95,7 +96,8 @@ def conv_table(
     ``sigma_max_rel_error``: how far below the certified eigenvalue's root ``sigma_max`` may
     lie, relative (its Ritz residual; 0 where the structure gives it).
     ``sigma_min_all`` / ``condition_number_all`` are over all ``min(m, n)`` singular values,
-    the zero ones too. See :func:`layer_spectrum` for ``smallest_steps`` and ``max_steps``."""
+    the zero ones too. See :func:`layer_spectrum` for ``smallest_steps``, ``max_steps``,
+    ``upper_bound`` and ``fast``."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -115,7 +117,7 @@ def conv_table(
     for name in tqdm(names, desc="convolutions", disable=not progress):
         s = layer_spectrum(
             modules[name], shapes[name], device=device, smallest_steps=smallest_steps,
-            max_steps=max_steps, upper_bound=upper_bound,
+            max_steps=max_steps, upper_bound=upper_bound, fast=fast,
         )  # fmt: skip
         kappa, kappa_label = _condition(s)
         circ = "exact-for-circular" if s.circular_norm is not None else "not applicable"
