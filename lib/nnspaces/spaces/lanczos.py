@@ -52,17 +52,18 @@ class Extremes:
 
 def lanczos_extremes(
     gram, n: int, *, min_steps: int = 0, max_steps: int = 300, device=None, seed: int = 0,
-    dtype=torch.float64, start: torch.Tensor | None = None, rtol: float = RTOL,
+    dtype=torch.float64, start: torch.Tensor | None = None, rtol: float | None = None,
 ) -> Extremes:  # fmt: skip
     """Lanczos with full reorthogonalisation on the symmetric map ``gram`` (flat vectors of
     length ``n`` in ``dtype``), from ``start`` (default a random vector): runs until the
-    largest Ritz value's residual estimate is at most ``rtol`` times it and at least
-    ``min_steps`` steps were taken (more steps: the smallest converge too), at most
-    ``max_steps``. Ritz values lie inside the spectrum: the largest is never above the
+    largest Ritz value's residual estimate is at most ``rtol`` (default :data:`RTOL`) times it
+    and at least ``min_steps`` steps were taken (more steps: the smallest converge too), at
+    most ``max_steps``. Ritz values lie inside the spectrum: the largest is never above the
     largest eigenvalue, the smallest never below the smallest."""
     if start is None:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         start = torch.randn(n, generator=gen, dtype=torch.float64)
+    rtol = RTOL if rtol is None else rtol
     q = start.to(device=device, dtype=dtype).reshape(-1)
     q = q / torch.linalg.vector_norm(q)
     max_steps = min(max_steps, n)
