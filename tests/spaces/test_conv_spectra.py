@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nnspaces.spaces.conv_spectra import (
@@ -132,6 +133,8 @@ CIRCULAR = [
     (_make(nn.Conv2d, 2, 3, 5), (2, 3, 4)),  # the kernel wraps around the grid
     (_make(nn.Conv1d, 3, 2, 4, stride=2), (3, 10)),
     (_make(nn.Conv2d, 6, 2, 1, stride=2), (6, 4, 4)),
+    (_make(nn.Conv2d, 4, 6, 1, groups=2), (4, 3, 4)),  # 1 x 1: the channel matrix, repeated
+    (_make(nn.Conv1d, 2, 6, 1, stride=3), (2, 6)),  # 1 x 1 wider than its phases: zeros too
 ]
 
 
@@ -228,3 +231,70 @@ def test_the_table_labels_every_value_and_names_bad_layers():
         ValueError, match=r"\['1'\] are not convolutions.*allowed: \['0', '2', '3'\]"
     ):
         conv_table(model, (3, 8, 8), layers=["1"])
+
+
+def _agrees(value: float, dense: float) -> bool:
+    return abs(value - dense) <= 1e-6 * dense
+
+
+@pytest.mark.parametrize(("conv", "shape"), CASES[:12], ids=IDS[:12])
+def test_the_fast_path_is_certified_exact_and_agrees_with_the_dense_svd(conv, shape):
+    S = np.linalg.svd(_dense(conv, shape), compute_uv=False)
+    s = layer_spectrum(conv, shape)  # float32 Lanczos, float64 refinement and certificate
+    assert s.sigma_max_label == "exact" and 0 <= s.sigma_max_rel_error <= 5e-7
+    assert _agrees(s.sigma_max, S[0])
+    assert s.sigma_max <= S[0] * (1 + 1e-12)  # a Rayleigh quotient: never above the truth
+    assert s.sigma_min_label in ("exact", "upper bound") and s.sigma_min >= S[-1] * (1 - 1e-9)
+
+
+def test_a_planted_loose_certificate_is_caught_by_the_dense_svd(monkeypatch):
+    """The certificate's tolerance is what makes 'exact' true: loosened, Lanczos stops early,
+    the value it calls exact disagrees with the dense SVD, and the check above fails."""
+    from nnspaces.spaces import lanczos
+
+    conv, shape = CASES[0]
+    S = np.linalg.svd(_dense(conv, shape), compute_uv=False)
+    monkeypatch.setattr(lanczos, "RTOL", 0.3)
+    s = layer_spectrum(conv, shape)
+    assert s.sigma_max_label == "exact" and not _agrees(s.sigma_max, S[0])
+    monkeypatch.undo()
+    # stopped as early but certified at the library's tolerance: a lower bound, as labelled
+    few = layer_spectrum(conv, shape, max_steps=2)
+    assert few.sigma_max_label == "lower bound" and few.sigma_max < S[0]
+    assert S[0] <= few.sigma_max * (1 + few.sigma_max_rel_error) * (1 + 1e-12)
+
+
+def test_a_wrong_adjoint_fails_the_dot_product_test_and_would_fail_the_dense_svd(monkeypatch):
+    conv, shape = CASES[1]  # strided
+    S = np.linalg.svd(_dense(conv, shape), compute_uv=False)
+    right = ConvMap.adjoint
+
+    def wrong(self, y):  # a plausible slip: the stride's output padding left out
+        x = F.conv_transpose2d(y, self.weight, None, conv.stride, conv.padding, 0)
+        return F.pad(x, (0, shape[2] - x.shape[-1], 0, shape[1] - x.shape[-2]))
+
+    monkeypatch.setattr(ConvMap, "adjoint", wrong)
+    op = ConvMap(conv, shape)
+    assert op.adjoint_error() > 1e-3
+    with pytest.raises(ValueError, match="fails the dot-product test"):
+        layer_spectrum(conv, shape)
+    # unchecked, the wrong Gram map's value is far from the layer's norm
+    ext = lanczos_extremes(op.gram, min(op.shape), max_steps=200)
+    assert not _agrees(math.sqrt(abs(ext.largest)), S[0])
+    monkeypatch.setattr(ConvMap, "adjoint", right)
+    assert ConvMap(conv, shape).adjoint_error() < 1e-12
+
+
+def test_the_float32_stage_runs_in_true_float32_and_the_certificate_in_float64():
+    from nnspaces.spaces.lanczos import certify, gram_extremes
+
+    gen = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(80, 80, dtype=torch.float64, generator=gen))
+    lam = torch.cat([torch.tensor([1.0, 1 - 1e-4]), torch.linspace(0, 0.9, 78)]).double()
+    G = Q @ torch.diag(lam) @ Q.T
+    ext = gram_extremes(lambda v: G @ v, 80, gram_fast=lambda v: G.float() @ v)
+    assert ext.largest.exact and ext.largest.value == pytest.approx(1.0, rel=1e-6)
+    assert ext.largest.value <= 1 + 1e-12 and ext.smallest >= -1e-12
+    cert = certify(lambda v: G @ v, Q[:, 0] + 1e-3 * Q[:, 5])  # a perturbed eigenvector
+    assert not cert.exact and cert.value < 1
+    assert 1 <= cert.value + cert.residual  # some eigenvalue (here the top) within residual

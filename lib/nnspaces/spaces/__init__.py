@@ -2,8 +2,9 @@
 exact operators of convolutions, and :func:`analyze` for any torch model.
 
 ``layer`` (one weight matrix) -> ``residuals`` (projections of images) -> ``operators``
-(convolutions as matrix-free operators) -> ``conv_spectra`` (convolutions at real input sizes:
-Lanczos, the circular FFT spectrum, labelled bounds) -> ``conv_table`` (every convolution of a
+(convolutions as matrix-free operators) -> ``lanczos`` (certified extreme eigenvalues of a Gram
+map), ``conv_fft`` (the circular spectrum by FFT) -> ``conv_spectra`` (convolutions at real
+input sizes, labelled values) -> ``conv_table`` (every convolution of a
 model) -> ``analysis`` (every layer of a model).
 """
 

@@ -6,18 +6,18 @@ and no dense SVD runs. This module gives, per layer, with each value labelled by
 
 - ``kernel_norm``: the largest singular value of the ``c_out x (c_in * k * k)`` reshaped
   kernel that ``torch.nn.utils.spectral_norm`` normalises (not the operator norm).
-- ``sigma_max`` (exact): Lanczos on the Gram map ``A^T A`` (or ``A A^T``, the smaller side),
-  with the layer's own convolution and its exact adjoint (``torch.func.vjp``), on the model's
-  device; stopped when the Ritz residual certifies ``sigma_max`` to :data:`RTOL`.
+- ``sigma_max`` (exact or lower bound): Lanczos on the Gram map ``A^T A`` (or ``A A^T``, the
+  smaller side), with the layer's own convolution and its exact adjoint (``torch.func.vjp``,
+  checked by a dot-product test), on the model's device; float32 first, then float64, and
+  certified by a float64 Ritz residual (:mod:`nnspaces.spaces.lanczos`), with
+  ``sigma_max_rel_error`` the relative error the certificate allows.
 - ``circular`` (exact-for-circular): every singular value of the kernel with wrap-around
-  padding, by the FFT method of Sedghi, Gupta & Long (ICLR 2019): per frequency the SVD of
-  the kernel's ``c_out x c_in`` DFT matrix; a stride by polyphase (the frequencies that alias
-  onto one output frequency side by side), where every size is a multiple of the stride.
+  padding, by FFTs (:mod:`nnspaces.spaces.conv_fft`).
 - ``sigma_max_upper`` (upper bound): with zero padding the layer is the circular convolution
   on the zero-padded grid, restricted: its norm is at most that circular norm.
-- ``sigma_min`` (exact or upper bound): the smallest of the ``min(m, n)`` singular values,
-  from the same run: exact when its residual converged, else the smallest Ritz value, which
-  is never below the truth.
+- ``sigma_min`` (exact or upper bound): the smallest of the ``min(m, n)`` singular values:
+  exact when a float64 Lanczos run of ``smallest_steps`` steps converged, else a Ritz value
+  or Rayleigh quotient, which is never below the truth.
 - ``null_dim`` (exact or lower bound): exact for 1 x 1 kernels (the channel matrix's spectrum,
   repeated) and where ``sigma_min`` is certified above the rank tolerance; else ``n - rank``,
   the rank bounded by the outputs and the input pixels the layer reads (a lower bound).
@@ -27,6 +27,7 @@ A ``ConvTranspose`` is the adjoint of a convolution (:func:`conv_view`): the sam
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -34,19 +35,35 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.linalg import eigh_tridiagonal
 from torch import nn
 
+from .conv_fft import (  # noqa: F401  (re-exported: this module's public names)
+    TRANSPOSED,
+    ConvView,
+    circular_spectrum,
+    conv_view,
+    one_thread,
+    zero_padding_upper_bound,
+)
+from .lanczos import RTOL, gram_extremes, lanczos_extremes  # noqa: F401  (re-exported)
 from .layer import rank_tolerance
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-#: Relative accuracy at which a Lanczos Ritz value counts as exact (residual / value).
-RTOL = 1e-7
 #: Labels a value in a :func:`conv_table` can carry.
 LABELS = ("exact", "exact-for-circular", "upper bound", "lower bound", "not applicable")
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONVT_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    """cuDNN convolutions in true float32 (its TF32 default keeps 10 mantissa bits)."""
+    flag = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = flag
 
 
 def _check(conv: nn.Module) -> None:
@@ -105,11 +122,23 @@ class ConvMap:
             self._vjp[b] = torch.func.vjp(self.forward, zero)[1]
         return self._vjp[b](y)[0]
 
+    def adjoint_error(self, seed: int = 0) -> float:
+        """The dot-product test ``|<A x, y> - <x, A^T y>|`` for random ``x, y``, relative to
+        ``||A x|| ||y|| + ||x|| ||A^T y||``: rounding-small for the exact adjoint."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        x = torch.randn(1, *self.input_shape, generator=gen, dtype=torch.float64)
+        y = torch.randn(1, *self.output_shape, generator=gen, dtype=torch.float64)
+        x, y = (t.to(self.device, self.dtype) for t in (x, y))
+        with torch.no_grad(), _no_tf32():
+            Ax, ATy = self.forward(x), self.adjoint(y)
+        scale = float(Ax.norm() * y.norm() + x.norm() * ATy.norm())
+        return abs(float((Ax * y).sum() - (x * ATy).sum())) / max(scale, 1e-300)
+
     def gram(self, v: torch.Tensor) -> torch.Tensor:
         """The Gram map of the smaller side on a flat vector: ``A^T A v`` (``n <= m``) or
         ``A A^T v``; its eigenvalues are the squared singular values."""
         m, n = self.shape
-        with torch.no_grad():
+        with torch.no_grad(), _no_tf32():
             if n <= m:
                 return self.adjoint(self.forward(v.reshape(1, *self.input_shape))).reshape(-1)
             return self.forward(self.adjoint(v.reshape(1, *self.output_shape))).reshape(-1)
@@ -123,165 +152,8 @@ def kernel_norm(conv: nn.Module) -> float:
     w = conv.weight.detach().double()
     if isinstance(conv, TRANSPOSED):
         w = w.transpose(0, 1)
-    return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2))
-
-
-@dataclass(frozen=True)
-class ConvView:
-    """A layer as a convolution (a transposed one as the convolution it is the adjoint of):
-    ``weight`` ``(c_out, c_in/groups, *k)`` on inputs of ``input_shape``; ``transposed`` says
-    the layer's own map is this convolution's adjoint."""
-
-    weight: torch.Tensor
-    input_shape: tuple[int, ...]
-    stride: tuple[int, ...]
-    dilation: tuple[int, ...]
-    groups: int
-    pad: tuple[int, ...]  # total zero padding per spatial dimension (both sides)
-    padding_mode: str
-    transposed: bool
-
-
-def conv_view(conv: nn.Module, input_shape, output_shape) -> ConvView:
-    """The :class:`ConvView` of ``conv`` on ``input_shape`` (its output ``output_shape``)."""
-    transposed = isinstance(conv, TRANSPOSED)
-    d = conv.weight.dim() - 2
-    rev = getattr(conv, "_reversed_padding_repeated_twice", None)
-    if transposed:
-        pad = tuple(2 * p for p in conv.padding)
-    else:
-        pad = tuple(rev[2 * i] + rev[2 * i + 1] for i in range(d))[::-1]
-    return ConvView(
-        conv.weight.detach(),
-        tuple(output_shape if transposed else input_shape),
-        tuple(conv.stride),
-        tuple(conv.dilation),
-        conv.groups,
-        pad,
-        "zeros" if transposed else conv.padding_mode,
-        transposed,
-    )
-
-
-def circular_spectrum(view: ConvView, grid=None, dtype=torch.complex128) -> np.ndarray | None:
-    """Every singular value (descending) of ``view``'s kernel applied circularly on the
-    spatial ``grid`` (default its input's): the map ``x -> (w * x)[::stride]`` with indices
-    wrapping around, whose output has ``grid / stride`` positions. ``None`` where a grid size
-    is not a multiple of the stride (the polyphase decomposition needs it).
-
-    Per output frequency ``f``, the block ``[K(f + j * grid/stride) for j in phases] /
-    sqrt(prod(stride))`` (``c_out x c_in * prod(stride)`` per group), ``K`` the kernel's DFT on
-    the grid (a tap at ``a * dilation`` taken modulo the grid, so kernels larger than the grid
-    wrap as the circular map does)."""
-    grid = tuple(view.input_shape[1:] if grid is None else grid)
-    s = view.stride
-    if any(n % st for n, st in zip(grid, s, strict=True)):
-        return None
-    w = view.weight.to(torch.float64)
-    c_out, c_in_g, *k = w.shape
-    d = len(grid)
-    placed = torch.zeros(c_out, c_in_g, *grid, dtype=torch.float64, device=w.device)
-    for tap in np.ndindex(*k):
-        where = tuple(int(a * dil % n) for a, dil, n in zip(tap, view.dilation, grid, strict=True))
-        placed[(slice(None), slice(None), *where)] += w[(slice(None), slice(None), *tap)]
-    K = torch.fft.fftn(placed.to(dtype), dim=tuple(range(2, 2 + d)))
-    # split each frequency axis n into (phase j, output frequency f): index j * n/s + f
-    split = [c_out, c_in_g]
-    for n, st in zip(grid, s, strict=True):
-        split += [st, n // st]
-    K = K.reshape(split)
-    phases = [2 + 2 * i for i in range(d)]
-    freqs = [3 + 2 * i for i in range(d)]
-    K = K.permute(*freqs, 0, 1, *phases)  # (*f, c_out, c_in_g, *j)
-    F_out = math.prod(n // st for n, st in zip(grid, s, strict=True))
-    g = view.groups
-    K = K.reshape(F_out, g, c_out // g, c_in_g * math.prod(s)) / math.sqrt(math.prod(s))
-    # a real kernel's blocks at f and -f are complex conjugates (phases permuted): the same
-    # singular values, so only one of each pair is decomposed
-    out = [n // st for n, st in zip(grid, s, strict=True)]
-    idx = np.arange(F_out)
-    neg = np.ravel_multi_index(
-        tuple((-f) % n for f, n in zip(np.unravel_index(idx, out), out, strict=True)), out
-    )
-    keep = idx <= neg
-    S = torch.linalg.svdvals(K[torch.as_tensor(keep, device=K.device)]).reshape(keep.sum(), -1)
-    times = torch.as_tensor(np.where(idx[keep] == neg[keep], 1, 2), device=S.device)
-    S = torch.repeat_interleave(S, times, dim=0).reshape(-1)
-    return np.sort(S.cpu().numpy())[::-1]
-
-
-def zero_padding_upper_bound(view: ConvView) -> float | None:
-    """An upper bound on the operator norm of a zero-padded layer: the layer is the circular
-    map on the padded grid (each size rounded up to a multiple of the stride: no output
-    wraps) with its input embedded and its output restricted, both of norm <= 1. ``None``
-    for other padding modes (reflect / replicate padding is no isometry)."""
-    if view.padding_mode == "zeros":
-        grid = [
-            -(-(n + p) // st) * st
-            for n, p, st in zip(view.input_shape[1:], view.pad, view.stride, strict=True)
-        ]
-        return float(circular_spectrum(view, grid)[0])
-    if view.padding_mode == "circular":
-        S = circular_spectrum(view)
-        return None if S is None else float(S[0])
-    return None
-
-
-@dataclass(frozen=True)
-class Extremes:
-    """Lanczos on a Gram map: the largest and smallest Ritz values (squared singular values)
-    with their residual norms, after ``steps`` steps (``exhausted``: the Krylov space became
-    invariant, so the Ritz values are eigenvalues)."""
-
-    largest: float
-    largest_residual: float
-    smallest: float
-    smallest_residual: float
-    steps: int
-    exhausted: bool
-
-    @property
-    def largest_converged(self) -> bool:
-        return self.exhausted or self.largest_residual <= RTOL * self.largest
-
-    @property
-    def smallest_converged(self) -> bool:
-        return self.exhausted or self.smallest_residual <= 1e-6 * max(self.smallest, 0.0)
-
-
-def lanczos_extremes(
-    gram, n: int, *, min_steps: int = 0, max_steps: int = 300, device=None, seed: int = 0
-) -> Extremes:
-    """Lanczos with full reorthogonalisation on the symmetric map ``gram`` (flat float64
-    vectors of length ``n``): runs until the largest Ritz value is certified
-    (:data:`RTOL`) and at least ``min_steps`` steps were taken (more steps: the smallest
-    converge too), at most ``max_steps``. Ritz values lie inside the spectrum: the largest
-    is never above the largest eigenvalue, the smallest never below the smallest."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    q = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
-    q /= torch.linalg.vector_norm(q)
-    max_steps = min(max_steps, n)
-    Q = torch.empty(max_steps, n, dtype=torch.float64, device=device)
-    alpha, beta = [], []
-    for j in range(max_steps):
-        Q[j] = q
-        w = gram(q)
-        a = float(w @ q)
-        for _ in range(2):  # full reorthogonalisation, twice is enough
-            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
-        b = float(torch.linalg.vector_norm(w))
-        alpha.append(a)
-        theta, Z = eigh_tridiagonal(np.array(alpha), np.array(beta))
-        res = b * np.abs(Z[-1])
-        exhausted = b <= 1e-12 * max(abs(theta[-1]), 1e-300) or j + 1 == n
-        result = Extremes(
-            float(theta[-1]), float(res[-1]), float(theta[0]), float(res[0]), j + 1, exhausted
-        )
-        if exhausted or (j + 1 >= min_steps and result.largest_converged):
-            return result
-        beta.append(b)
-        q = w / b
-    return result
+    with one_thread(w.device):
+        return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2))
 
 
 @dataclass(frozen=True)
@@ -295,6 +167,7 @@ class LayerSpectrum:
     sigma_max: float
     sigma_max_label: str
     sigma_max_upper: float | None
+    sigma_max_rel_error: float
     sigma_min: float
     sigma_min_label: str
     null_dim: int
@@ -351,12 +224,15 @@ def layer_spectrum(
     seed: int = 0,
     upper_bound: bool = True,
     circular: bool = True,
+    fast: bool = True,
 ) -> LayerSpectrum:
     """The values of the module docstring for one layer on ``input_shape`` (``(C, *spatial)``).
-    ``smallest_steps``: Lanczos steps to spend at least (0: stop once ``sigma_max`` is
-    certified; the smallest singular value is then a loose upper bound). ``upper_bound``:
-    whether to compute ``sigma_max_upper`` (a second FFT spectrum, on the padded grid);
-    ``circular``: whether to compute the circular spectrum (None where not)."""
+    ``smallest_steps``: float64 Lanczos steps to spend at least (0: float32 Lanczos stopped
+    once ``sigma_max`` converged, float64 to certify it; the smallest singular value is then a
+    loose upper bound). ``max_steps``: per Lanczos run. ``fast``: False runs float64 only.
+    ``upper_bound``: whether to compute ``sigma_max_upper`` (an FFT on the padded grid);
+    ``circular``: whether to compute the circular spectrum (None where not). Raises
+    ``ValueError`` where the adjoint fails its dot-product test."""
     seconds = {}
     t = time.perf_counter()
     knorm = kernel_norm(conv)
@@ -374,18 +250,22 @@ def layer_spectrum(
     structure = _pointwise(view, op)
     if structure is not None:
         full, rank = structure
-        smax, smin, steps = float(full[0]), float(full[-1]), 0
+        smax, smin, steps, rel_error = float(full[0]), float(full[-1]), 0, 0.0
         smax_label = smin_label = null_label = "exact"
     else:
-        ext = lanczos_extremes(
-            op.gram, min(m, n), min_steps=smallest_steps, max_steps=max_steps,
-            device=op.device, seed=seed,
+        error = op.adjoint_error(seed)
+        if error > 1e-10:
+            raise ValueError(f"the adjoint of {conv} fails the dot-product test ({error:.2e})")
+        op32 = ConvMap(conv, input_shape, device=device, dtype=torch.float32) if fast else None
+        ext = gram_extremes(
+            op.gram, min(m, n), gram_fast=None if op32 is None else op32.gram,
+            smallest_steps=smallest_steps, max_steps=max_steps, device=op.device, seed=seed,
         )  # fmt: skip
-        steps = ext.steps
-        smax = math.sqrt(max(ext.largest, 0.0))
+        steps, cert = ext.steps, ext.largest
+        smax, rel_error = math.sqrt(max(cert.value, 0.0)), cert.sigma_rel_error
         smin = math.sqrt(max(ext.smallest, 0.0))
-        smax_label = "exact" if ext.largest_converged else "lower bound"
-        smin_label = "exact" if ext.smallest_converged else "upper bound"
+        smax_label = "exact" if cert.exact else "lower bound"
+        smin_label = "exact" if ext.smallest_exact else "upper bound"
         tol = smax * max(m, n) * eps
         if smin_label == "exact" and smin > tol:
             rank, null_label = min(m, n), "exact"
@@ -396,5 +276,6 @@ def layer_spectrum(
     return LayerSpectrum(
         (m, n), knorm,
         None if circ is None else float(circ[0]), None if circ is None else float(circ[-1]),
-        smax, smax_label, upper, smin, smin_label, n - rank, null_label, steps, seconds,
+        smax, smax_label, upper, rel_error, smin, smin_label, n - rank, null_label, steps,
+        seconds,
     )  # fmt: skip

@@ -68,7 +68,8 @@ TABLE_COLUMNS = (
     "layer", "type", "input_shape", "shape",
     "kernel_norm", "kernel_norm_label",
     "circular_norm", "circular_norm_label", "circular_sigma_min", "circular_sigma_min_label",
-    "sigma_max", "sigma_max_label", "sigma_max_upper", "sigma_max_upper_label",
+    "sigma_max", "sigma_max_label", "sigma_max_rel_error",
+    "sigma_max_upper", "sigma_max_upper_label",
     "sigma_min_all", "sigma_min_all_label", "condition_number_all", "condition_number_all_label",
     "null_dim", "null_dim_label", "lanczos_steps",
     "seconds_kernel_norm", "seconds_circular", "seconds_upper_bound", "seconds_lanczos",
@@ -84,6 +85,7 @@ def conv_table(
     smallest_steps: int = 0,
     max_steps: int = 300,
     upper_bound: bool = True,
+    fast: bool = True,
     progress: bool = False,
 ):
     """One row per convolution of ``model`` (``Conv1d/2d/3d``, ``ConvTranspose1d/2d/3d``) at the
@@ -91,8 +93,11 @@ def conv_table(
     DataFrame with :data:`TABLE_COLUMNS`. ``layers``: the first that many convolutions (an
     int) or their names (default all). Every value carries its label (:data:`LABELS`);
     ``kernel_norm`` is exact for the reshaped kernel, which is not the layer's operator.
+    ``sigma_max_rel_error``: how far below the certified eigenvalue's root ``sigma_max`` may
+    lie, relative (its Ritz residual; 0 where the structure gives it).
     ``sigma_min_all`` / ``condition_number_all`` are over all ``min(m, n)`` singular values,
-    the zero ones too. See :func:`layer_spectrum` for ``smallest_steps`` and ``max_steps``."""
+    the zero ones too. See :func:`layer_spectrum` for ``smallest_steps``, ``max_steps``,
+    ``upper_bound`` and ``fast``."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -112,7 +117,7 @@ def conv_table(
     for name in tqdm(names, desc="convolutions", disable=not progress):
         s = layer_spectrum(
             modules[name], shapes[name], device=device, smallest_steps=smallest_steps,
-            max_steps=max_steps, upper_bound=upper_bound,
+            max_steps=max_steps, upper_bound=upper_bound, fast=fast,
         )  # fmt: skip
         kappa, kappa_label = _condition(s)
         circ = "exact-for-circular" if s.circular_norm is not None else "not applicable"
@@ -124,6 +129,7 @@ def conv_table(
             "circular_norm": _nan(s.circular_norm), "circular_norm_label": circ,
             "circular_sigma_min": _nan(s.circular_min), "circular_sigma_min_label": circ,
             "sigma_max": s.sigma_max, "sigma_max_label": s.sigma_max_label,
+            "sigma_max_rel_error": s.sigma_max_rel_error,
             "sigma_max_upper": _nan(s.sigma_max_upper),
             "sigma_max_upper_label": "upper bound" if s.sigma_max_upper is not None
             else "not applicable",
