@@ -233,7 +233,9 @@ def test_save_inversions_round_trip(runs, data, tmp_path):
     assert path == tmp_path / "sub" / "inv.npz"
     with np.load(path, allow_pickle=False) as z:
         keys = set(z.files)
-        expected = {f"a/{m}/{k}" for m in ("exact", "box") for k in ("images", "targets")}
+        expected = {
+            f"a/{m}/{k}" for m in ("exact", "box") for k in ("images", "targets", "classes")
+        }
         for group in ("a/natural", "a/priors/none", "a/priors/tv 0.1"):
             expected |= {f"{group}/{k}" for k in ("images", "targets", "classes", "settings")}
         assert keys == expected

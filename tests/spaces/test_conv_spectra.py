@@ -261,7 +261,10 @@ def test_a_planted_loose_certificate_is_caught_by_the_dense_svd(monkeypatch):
     # stopped as early but certified at the library's tolerance: a lower bound, as labelled
     few = layer_spectrum(conv, shape, max_steps=2)
     assert few.sigma_max_label == "lower bound" and few.sigma_max < S[0]
-    assert S[0] <= few.sigma_max * (1 + few.sigma_max_rel_error) * (1 + 1e-12)
+    # the residual certifies *some* eigenvalue of the Gram map near the Ritz value (which one
+    # is not known after two steps): some singular value lies within the stated error
+    allowed = (1 + few.sigma_max_rel_error) ** 2 - 1  # residual / Ritz value
+    assert np.min(np.abs(S**2 / few.sigma_max**2 - 1)) <= allowed * (1 + 1e-9)
 
 
 def test_a_wrong_adjoint_fails_the_dot_product_test_and_would_fail_the_dense_svd(monkeypatch):
