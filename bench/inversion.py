@@ -40,9 +40,9 @@ from nnspaces.inversion import (
     method_names,
 )
 from nnspaces.inversion.crosscheck import BASELINE
-from nnspaces.inversion.judges import verdicts
 from nnspaces.inversion.natural import natural_preimages
 from nnspaces.inversion.robust import ROBUST_LADDER, robust_preimages
+from nnspaces.inversion.verdicts import verdicts
 from nnspaces.models import networks
 from nnspaces.runner.config import PROFILES, RunConfig
 

@@ -6,7 +6,8 @@ in every module (deferred ones inside functions too), resolved to the module it 
   or ``cli``; ``plots`` never imports ``runner``, ``teaching`` or ``cli``; ``runner`` never
   imports ``teaching`` or ``cli``; nothing but ``__main__`` imports ``cli``;
 - no cycles anywhere: a submodule imports its siblings, not its own package's ``__init__``;
-- no module of the science reaches the judges (``inversion.judges``), even through others: an
+- no module of the science reaches the judges (``inversion.judges``; ``inversion.verdicts`` is
+  their side), even through others: an
   inversion, prior or selection rule cannot use a judge.
 
 A planted upward import and a planted cycle, in a copy of the package, must fail the check.
@@ -152,6 +153,8 @@ def test_the_graph_sees_deferred_and_relative_imports():
 
 
 JUDGES = "nnspaces.inversion.judges"
+#: The judges' side: the panel and the verdicts it gives (which import each other freely).
+JUDGE_SIDE = (JUDGES, "nnspaces.inversion.verdicts")
 
 
 def reaching_judges(graph: dict[str, set[str]]) -> list[str]:
@@ -165,7 +168,9 @@ def reaching_judges(graph: dict[str, set[str]]) -> list[str]:
                 reach[v] |= {w} | seen(w)
         return reach[v]
 
-    return sorted(m for m in graph if layer_of(m) == 0 and m != JUDGES and JUDGES in seen(m))
+    return sorted(
+        m for m in graph if layer_of(m) == 0 and m not in JUDGE_SIDE and JUDGES in seen(m)
+    )
 
 
 def test_no_science_module_reaches_the_judges():

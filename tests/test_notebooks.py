@@ -352,7 +352,8 @@ def test_every_saved_image_set_carries_its_judges_verdict(smoke_run):
     the counts in its metrics; re-reading the images with the judges gives the same reads."""
     import pandas as pd
 
-    from nnspaces.inversion.judges import get_judges, image_sets, verdicts
+    from nnspaces.inversion.judges import get_judges
+    from nnspaces.inversion.verdicts import image_sets, verdicts
     from nnspaces.runner.config import RunConfig
 
     out, _ = smoke_run

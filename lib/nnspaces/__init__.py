@@ -102,7 +102,7 @@ _FRONT_DOOR = {
     "QUICK_ROBUST_STEPS": "inversion.robust",
     "ROBUST_LADDER": "inversion.robust",
     "robust_preimages": "inversion.robust",
-    "verdicts": "inversion.judges",
+    "verdicts": "inversion.verdicts",
     "total_variation": "inversion.priors",
     "box_reach_gap": "inversion.nullspace",
     "diversity": "inversion.nullspace",

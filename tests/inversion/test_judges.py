@@ -11,6 +11,7 @@ from torch import nn
 from nnspaces.augment import Moves, random_moves
 from nnspaces.data import Dataset
 from nnspaces.inversion import judges as J
+from nnspaces.inversion import verdicts as V
 from nnspaces.inversion.api import invert
 from nnspaces.inversion.crosscheck import cross_check
 from nnspaces.inversion.imagesets import save_inversions
@@ -99,13 +100,13 @@ def test_verdicts_count_each_judge_the_panel_and_the_box():
     b.name = "judge-other"
     images = torch.full((3, 1, 2, 2), 0.5)
     images[2, 0, 0, 0] = 1.5  # one pixel of four outside [0, 1]
-    frame = J.verdicts(images, [0, 1, 0], {"judge-fixed": a, "judge-other": b})
+    frame = V.verdicts(images, [0, 1, 0], {"judge-fixed": a, "judge-other": b})
     assert frame["judge-fixed"].tolist() == [0, 1, 0]
     assert frame["judge-other"].tolist() == [0, 0, 1]
     assert frame["judge-fixed p"].tolist() == [0.9, 0.8, 0.6]
     assert frame["every judge"].tolist() == [True, False, False]
     assert frame["inside"].tolist() == [1.0, 1.0, 0.75]
-    frame = J.verdicts(images, [0, 1, 0], {"judge-fixed": a})
+    frame = V.verdicts(images, [0, 1, 0], {"judge-fixed": a})
     assert frame["every judge"].tolist() == [True, True, True]
     assert frame["digit and inside"].tolist() == [True, True, False]
 
@@ -114,13 +115,13 @@ def test_an_image_with_nan_is_read_by_no_judge():
     probs = torch.tensor([[0.9, 0.1], [0.9, 0.1]], dtype=torch.float64)
     images = torch.zeros(2, 1, 2, 2)
     images[1, 0, 0, 0] = float("nan")
-    frame = J.verdicts(images, [0, 0], {"judge-fixed": Mean(probs)})
+    frame = V.verdicts(images, [0, 0], {"judge-fixed": Mean(probs)})
     assert frame["judge-fixed"].tolist() == [0, -1] and frame["judge-fixed p"].tolist() == [0.9, 0]
 
 
 def test_a_network_cannot_sit_on_the_panel():
     with pytest.raises(TypeError, match="is not a judge"):
-        J.verdicts(torch.zeros(1, 1, 28, 28), [0], {"fcnn1": nn.Sequential()})
+        V.verdicts(torch.zeros(1, 1, 28, 28), [0], {"fcnn1": nn.Sequential()})
 
 
 def test_every_saved_set_is_judged_with_its_classes(tmp_path):
@@ -129,10 +130,10 @@ def test_every_saved_set_is_judged_with_its_classes(tmp_path):
     imgs = data.x_train[[0, 6, 12]]
     r = evaluate_images(model, imgs, torch.zeros(3, 10), [0, 1, 2], method="box", network="m")
     path = save_inversions({"m": {"box": r}}, tmp_path / "x.npz", extra={"m/extra": r})
-    frame = J.judge_file(path, {"judge-knn": J.KNNJudge(data, k=1)})
+    frame = V.judge_file(path, {"judge-knn": J.KNNJudge(data, k=1)})
     assert sorted(frame["set"].unique()) == ["m/box", "m/extra"]
     assert frame["digit"].tolist() == [0, 1, 2, 0, 1, 2] and frame["every judge"].all()
-    summary = J.verdict_summary(frame)
+    summary = V.verdict_summary(frame)
     assert summary["every judge"].tolist() == [3, 3] and summary["images"].tolist() == [3, 3]
     assert summary["network"].tolist() == ["m", "m"]
 
@@ -150,7 +151,7 @@ def test_summary_sums_and_averages_per_set():
             "digit and inside": [True, False, True],
         }
     )
-    s = J.verdict_summary(frame).set_index("set")
+    s = V.verdict_summary(frame).set_index("set")
     assert s.loc["a", "judge-x"] == 1 and s.loc["b", "judge-x"] == 1
     assert s.loc["a", "judge-x p"] == pytest.approx(0.55) and s.loc["a", "inside"] == 0.75
 
@@ -159,11 +160,11 @@ def test_unreadable_or_classless_files_are_clear_errors(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot read image sets from .*bad.npz"):
-        J.image_sets(bad)
+        V.image_sets(bad)
     old = tmp_path / "old.npz"
     np.savez(old, **{"m/box/images": np.zeros((1, 1, 2, 2)), "m/box/targets": np.zeros((1, 2))})
     with pytest.raises(ValueError, match="set 'm/box' has no classes"):
-        J.image_sets(old)
+        V.image_sets(old)
 
 
 def test_the_cnn_judge_is_trained_once_then_read_from_the_cache(tmp_path, monkeypatch):
@@ -342,13 +343,13 @@ def test_describe_separates_digits_pushes_outside_the_box_and_non_digits():
             "digit and inside": [True] * 10 + [False] * 10 + [i == 0 for i in range(10)],
         }
     )
-    text = J.Verdicts(frame).describe()
+    text = V.Verdicts(frame).describe()
     assert "inside [0, 1]: `a` 10/10;" in text
     assert "pixels outside [0, 1]: `b` 10/10;" in text
     assert "not the digits to the judges: `c` 1/10." in text
     nine = frame.copy()
     nine.loc[9, ["every judge", "digit and inside"]] = False  # 9 of 10 still count as digits
-    assert "inside [0, 1]: `a` 9/10;" in J.Verdicts(nine).describe()
+    assert "inside [0, 1]: `a` 9/10;" in V.Verdicts(nine).describe()
     eight = nine.copy()
     eight.loc[8, ["every judge", "digit and inside"]] = False
-    assert "judges: `a` 8/10, `c` 1/10." in J.Verdicts(eight).describe()
+    assert "judges: `a` 8/10, `c` 1/10." in V.Verdicts(eight).describe()

@@ -26,8 +26,9 @@ import torch
 from ..data import DATASETS, Dataset, load_dataset
 from ..files import write_csv, write_json
 from ..inversion.imagesets import save_inversions
-from ..inversion.judges import JUDGE_SEED, Judge, Verdicts, get_judges, judge_file, judge_table
+from ..inversion.judges import JUDGE_SEED, Judge, get_judges, judge_table
 from ..inversion.targets import ScoreStats, make_targets
+from ..inversion.verdicts import Verdicts, judge_file
 from ..models import check_network
 from ..paths import RESULTS, shown
 from ..training import TrainConfig, TrainedNetwork, get_trained, save_checkpoint
@@ -275,7 +276,7 @@ class RunContext:
         """Every image set a notebook shows in ``<out_dir>/<name>.npz``
         (:func:`~nnspaces.inversion.imagesets.save_inversions`, the same arguments), judged at
         once: what each judge reads in each image goes to ``<out_dir>/<name>.verdicts.csv``;
-        returns the :class:`~nnspaces.inversion.judges.Verdicts`."""
+        returns the :class:`~nnspaces.inversion.verdicts.Verdicts`."""
         check_folder_name("image sets' name", name)
         path = save_inversions(results or {}, self.out_dir / f"{name}.npz", **sets)
         frame = judge_file(path, self.judges())
