@@ -33,7 +33,7 @@ from scipy import stats
 
 from ... import paper
 from ...files import atomic_write, leaves
-from ..decide import evaluate_claims
+from ..decide import claims, evaluate_claims
 from ..html import now, write_page
 from ..ledger import FAILS, HOLDS, paper_ledger
 from ..numbers import KEY_KINDS, inversion_table, key_numbers, read_metrics, verdict_table
@@ -218,13 +218,26 @@ def claim_rows(metrics: Mapping[str, dict]) -> list[dict[str, Any]]:
     the paper's ledger that is testable on the run: ``source`` ("ours" or "paper"), ``claim``,
     ``subject``, ``holds``."""
     ours = evaluate_claims(metrics)
+    says = {c.id: c.says for c in claims().values()}
     rows = [
-        {"source": "ours", "claim": r.id, "subject": r.subject, "holds": bool(r.holds)}
+        {
+            "source": "ours",
+            "claim": r.id,
+            "subject": r.subject,
+            "holds": bool(r.holds),
+            "says": says[r.id],
+        }
         for r in ours.itertuples()
     ]
     ledger = paper_ledger(metrics)
     rows += [
-        {"source": "paper", "claim": r.id, "subject": "run", "holds": r.verdict == HOLDS}
+        {
+            "source": "paper",
+            "claim": r.id,
+            "subject": "run",
+            "holds": r.verdict == HOLDS,
+            "says": r.says,
+        }
         for r in ledger.itertuples()
         if r.verdict in (HOLDS, FAILS)
     ]
@@ -234,12 +247,49 @@ def claim_rows(metrics: Mapping[str, dict]) -> list[dict[str, Any]]:
 def claims_k_of_n(verdicts: list[dict[str, Any]], group_keys: Sequence[str]) -> list[dict]:
     """Per group of runs (e.g. a dataset), claim and subject (e.g. a network): ``k`` runs
     where it holds of the ``n`` that decided it."""
-    by = [*group_keys, "source", "claim", "subject"]
+    by = [*group_keys, "source", "claim", "subject", "says"]
     if not verdicts:
         return []
     frame = pd.DataFrame(verdicts)
     out = frame.groupby(by, sort=False, dropna=False)["holds"].agg(k="sum", n="count")
     return [{**r, "k": int(r["k"]), "n": int(r["n"])} for r in out.reset_index().to_dict("records")]
+
+
+def robustness(claims_rows: list[dict], group_keys: Sequence[str]) -> list[dict]:
+    """One row per claim and subject across the groups (e.g. datasets): ``source``,
+    ``claim``, ``subject``, ``says``, ``k_of_n`` (per group label, "k of n") and ``pattern``:
+    whether it holds in every run, in none, on some groups and not others, or depends on the
+    seed within a group (then the pattern names those groups)."""
+    found: dict[tuple, dict[str, tuple[int, int]]] = {}
+    says: dict[tuple, str] = {}
+    for r in claims_rows:
+        key = (r["source"], r["claim"], r["subject"])
+        found.setdefault(key, {})[_group_label({k: r[k] for k in group_keys})] = (r["k"], r["n"])
+        says[key] = r["says"]
+    return [
+        {
+            "source": source,
+            "claim": claim_id,
+            "subject": subject,
+            "says": says[(source, claim_id, subject)],
+            "k_of_n": {g: f"{k} of {n}" for g, (k, n) in by.items()},
+            "pattern": _pattern(by),
+        }
+        for (source, claim_id, subject), by in found.items()
+    ]
+
+
+def _pattern(by: Mapping[str, tuple[int, int]]) -> str:
+    every = [g for g, (k, n) in by.items() if k == n]
+    none = [g for g, (k, n) in by.items() if k == 0]
+    seed = [g for g in by if g not in every and g not in none]
+    if seed:
+        return "depends on the seed (" + "; ".join(seed) + ")"
+    if not none:
+        return "holds in every run"
+    if not every:
+        return "holds in no run"
+    return f"holds in every run of {'; '.join(every)}, in none of {'; '.join(none)}"
 
 
 def _missing(v: Any) -> bool:
@@ -267,7 +317,7 @@ def write_sweep_report(folder: str | Path) -> Path:
     )
     columns = [*group_keys, "kind", "network", "name", "n", "mean", "std", "low", "high", "paper"]
     atomic_write(folder / "summary.csv", _csv(data["summary"], columns))
-    claim_columns = [*group_keys, "source", "claim", "subject", "k", "n"]
+    claim_columns = [*group_keys, "source", "claim", "subject", "k", "n", "says"]
     atomic_write(folder / "claims.csv", _csv(data["claims"], claim_columns))
     figures = []
     for kind in KINDS:
@@ -287,8 +337,10 @@ def write_sweep_report(folder: str | Path) -> Path:
         runs=data["runs"],
         failed=[r for r in data["runs"] if r["status"] != "ok"],
         groups=_by_group(data["summary"]),
-        claims=data["claims"],
-        group_keys=group_keys,
+        claims=robustness(data["claims"], group_keys),
+        group_labels=list(
+            dict.fromkeys(_group_label({k: r[k] for k in group_keys}) for r in data["claims"])
+        ),
         figures=figures,
         fmt=_fmt,
     )
