@@ -4,8 +4,9 @@
 # make all       both
 # make test      set up if needed, then the unit tests and a smoke run of every notebook
 # make setup     create .venv (torch 2.14.1, torchvision 0.29.1, the lib with its dev extra) and its kernel
-# make sweep     five seeds x {embedded MNIST, Fashion-MNIST} through the figure notebooks, with
-#                the spread across seeds in results/seeds/index.html (sweeps/seeds.toml)
+# make sweep     five seeds x {embedded MNIST, Fashion-MNIST} through the figure notebooks and
+#                the lessons: the spread across seeds and each claim's k of n in
+#                results/seeds/index.html (sweeps/seeds.toml)
 # make student  the lessons' student edition (no solutions) in student/
 # make paper     the paper's setting: full MNIST, 20 epochs (needs `make mnist` first)
 # make mnist     download full MNIST into data/ (needs the internet)
