@@ -62,3 +62,98 @@ def test_conv_kernels_well_conditioned_follows_the_largest():
     assert _row(fig2(9.9), "conv.well_conditioned")["verdict"] == HOLDS
     row = _row(fig2(12.5), "conv.well_conditioned")
     assert row["verdict"] == FAILS and "12.5 (conv1" in row["this_run"]
+
+
+def test_a_number_says_how_far_it_is_not_the_tolerance_as_if_it_were_the_result():
+    row = _row({"fig1": _fig1(3.69, 0.882)}, "accuracy.fcnn1")
+    assert row["why"].startswith("3.8 points below 92%")
+    row = _row({"fig1": _fig1(3.69, 0.882)}, "condition.fcnn1")
+    assert row["why"].startswith("49% below 7.22")
+
+
+def _fig2(trained: float, init: float) -> dict:
+    row = {
+        "layer": "layer1.0.conv1",
+        "condition_number_trained": trained,
+        "condition_number_init": init,
+    }
+    return {
+        "fig2": {
+            "dataset": "mnist-embedded",
+            "network": "resnet18",
+            "test_accuracy": 0.99,
+            "epochs": 1,
+            "layer": "layer1.0.conv1",
+            "singular_values": [1.0],
+            "condition_number": trained,
+            "per_layer": [row],
+        }
+    }
+
+
+def test_a_condition_number_the_untrained_layer_also_meets_says_so():
+    row = _row(_fig2(1.084, 1.081), "condition.resnet18")
+    assert row["verdict"] == HOLDS
+    assert "untrained layer has 1.081 (trained 1.084), within it too" in row["why"]
+    row = _row(_fig2(1.084, 1.5), "condition.resnet18")
+    assert row["verdict"] == HOLDS and "within it too" not in row["why"]
+
+
+def _picks(change: dict[str, float], near: list[float], predicted: dict[int, int]) -> dict:
+    """fig3 metrics for resnet18: each start method at error 0.5, its +training at
+    0.5 * (1 + change); min-img's near-bound shares per digit; predicted labels."""
+
+    def res(rel: float, near_bound: list[float] | None = None) -> dict:
+        c = list(range(10))
+        out = {
+            "classes": c,
+            "rel_error": [rel] * 10,
+            "median_rel_error": rel,
+            "success": [False] * 10,
+            "predicted": [predicted.get(i, i) for i in c],
+            "prob": [0.5] * 10,
+        }
+        return out | ({"near_bound": near_bound} if near_bound else {})
+
+    methods = {}
+    for start, d in change.items():
+        shares = [0.5] * 10
+        for digit, share in zip((0, 2, 3, 8), near, strict=True):
+            shares[digit] = share
+        methods[start] = res(0.5, shares if start == "min-img" else None)
+        methods[f"{start}+training"] = res(0.5 * (1 + d))
+    nets = {"resnet18": {"test_accuracy": 0.99, "methods": methods}}
+    return {"fig3": {"dataset": "mnist-embedded", "networks": nets}}
+
+
+def test_training_improves_only_when_every_error_falls_enough_and_says_how_many_fall():
+    starts = ("avg-img", "min-img", "avg-min-img")
+    near = [0.9] * 4
+    row = _row(_picks(dict.fromkeys(starts, -0.06), near, {}), "inverse.training_improves")
+    assert row["verdict"] == HOLDS and row["why"].startswith("3 of 3 median errors fall, 3 of 3")
+    change = {"avg-img": -0.2, "min-img": -0.003, "avg-min-img": -0.1}
+    row = _row(_picks(change, near, {}), "inverse.training_improves")
+    assert row["verdict"] == FAILS and row["why"].startswith("3 of 3 median errors fall, 2 of 3")
+    assert "min-img -0.3%" in row["this_run"]
+
+
+def test_binarized_asks_it_of_every_image_not_of_their_mean():
+    starts = ("avg-img", "min-img", "avg-min-img")
+
+    def verdict(near):
+        return _row(_picks(dict.fromkeys(starts, 0.0), near, {}), "inverse.resnet_binarized")
+
+    row = verdict([0.883, 0.902, 0.903, 0.872])
+    assert row["verdict"] == HOLDS and "88.3%, 90.2%, 90.3%, 87.2%" in row["this_run"]
+    row = verdict([0.99, 0.99, 0.99, 0.84])  # mean 0.95, but one image is not binarized
+    assert row["verdict"] == FAILS and row["why"].startswith("3 of 4 images")
+
+
+def test_recognised_counts_the_papers_pick_of_each_digit():
+    starts = ("avg-img", "min-img", "avg-min-img")
+    row = _row(_picks(dict.fromkeys(starts, 0.0), [0.9] * 4, {}), "inverse.recognised")
+    assert row["verdict"] == HOLDS and "resnet18 10/10" in row["this_run"]
+    # digit 5 (an avg-img pick) read as 6; digit 0 misread only in avg-img, not its pick
+    misread = _picks(dict.fromkeys(starts, 0.0), [0.9] * 4, {5: 6})
+    row = _row(misread, "inverse.recognised")
+    assert row["verdict"] == FAILS and "resnet18 9/10" in row["this_run"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .. import paper
@@ -27,8 +26,10 @@ CONDITION_TOLERANCE = 0.10
 WELL_CONDITIONED = 10.0
 #: "+training" brings the output toward the target: the median error falls by at least this.
 TRAINING_DROP = 0.05
-#: "Looks binarized": at least this share of pixels within 0.1 of 0 or 1.
-BINARIZED = 0.9
+#: "Looks binarized", like a real digit image and unlike a class average: at least this share
+#: of pixels within 0.1 of 0 or 1. Of the embedded MNIST digits, 99% of the training images
+#: have at least 87% such pixels and every class average at most 82%.
+BINARIZED = 0.85
 
 Row = tuple[str, str, str]  # verdict, this run, why
 Check = Callable[[Mapping[str, dict], str], Row]
@@ -46,15 +47,38 @@ def _number_check(network: str, kind: str) -> Check:
         if dataset not in paper.DATASETS:
             return UNTESTABLE, k.text, f"the paper's number is for MNIST; this run is {dataset}"
         ref = k.reference.value
+        side = "below" if k.value < ref else "above"
         if kind == "test accuracy":
             ok = k.value >= ref - ACCURACY_TOLERANCE
-            why = f"{k.text} against {100 * ref:.0f}% (within {100 * ACCURACY_TOLERANCE:.0f} point)"
+            why = (
+                f"{100 * abs(k.value - ref):.1f} points {side} {100 * ref:.0f}% (holds when at "
+                f"most {100 * ACCURACY_TOLERANCE:.0f} point below)"
+            )
         else:
             ok = abs(k.value / ref - 1) <= CONDITION_TOLERANCE
-            why = f"{k.text} against {ref:g} (within {CONDITION_TOLERANCE:.0%})"
+            why = (
+                f"{abs(k.value / ref - 1):.0%} {side} {ref:g} (holds within "
+                f"{CONDITION_TOLERANCE:.0%}){_untrained(metrics, k.name, k.value, ref)}"
+            )
         return (HOLDS if ok else FAILS), k.text, why
 
     return check
+
+
+def _untrained(metrics: Mapping[str, dict], layer: str, value: float, ref: float) -> str:
+    """For a convolution's condition number: the same layer's before training, and whether
+    the tolerance passes that too (then the number says little about the training)."""
+    m = read_back(Fig2Metrics, metrics.get(Fig2Metrics.name))
+    row = next((r for r in (m.per_layer if m else []) if r.get("layer") == layer), None)
+    if row is None or not row.get("condition_number_init"):
+        return ""
+    init = row["condition_number_init"]
+    if abs(init / ref - 1) <= CONDITION_TOLERANCE:
+        return (
+            f"; the untrained layer has {init:.4g} (trained {value:.4g}), within it too: the "
+            "number is the layer's shape more than its training"
+        )
+    return f"; the untrained layer has {init:.4g} (trained {value:.4g})"
 
 
 def _well_conditioned(metrics: Mapping[str, dict], dataset: str) -> Row:
@@ -63,9 +87,10 @@ def _well_conditioned(metrics: Mapping[str, dict], dataset: str) -> Row:
     if not rows:
         return UNTESTABLE, "-", "the run has no fig2.json with every convolution's kernels"
     worst = max(rows, key=lambda r: r["condition_number_trained"])
+    below = sum(r["condition_number_trained"] < WELL_CONDITIONED for r in rows)
     text = f"largest {worst['condition_number_trained']:.3g} ({worst['layer']}, {len(rows)} convs)"
-    ok = worst["condition_number_trained"] < WELL_CONDITIONED
-    return (HOLDS if ok else FAILS), text, f"well conditioned: below {WELL_CONDITIONED:g}"
+    why = f"{below} of {len(rows)} convolutions below {WELL_CONDITIONED:g} (holds when all are)"
+    return (HOLDS if below == len(rows) else FAILS), text, why
 
 
 def _untestable(why: str) -> Check:
@@ -112,12 +137,15 @@ def _training(metrics: Mapping[str, dict], dataset: str) -> Row:
     if not changes:
         return UNTESTABLE, "-", "the run has no +training results (fig3.json)"
     text = ", ".join(f"{k} {v:+.1%}" for k, v in changes.items())
-    ok = all(v <= -TRAINING_DROP for v in changes.values())
-    return (
-        (HOLDS if ok else FAILS),
-        f"median error change: {text}",
-        (f"holds when every median error falls by at least {TRAINING_DROP:.0%}"),
+    enough = sum(v <= -TRAINING_DROP for v in changes.values())
+    falls = sum(v < 0 for v in changes.values())
+    n = len(changes)
+    why = (
+        f"{falls} of {n} median errors fall, {enough} of {n} by at least {TRAINING_DROP:.0%} "
+        f"(holds when every one falls by at least {TRAINING_DROP:.0%}; less is the 'barely "
+        "moves' of the authors' own run)"
     )
+    return (HOLDS if enough == n else FAILS), f"median error change: {text}", why
 
 
 def _recognised(metrics: Mapping[str, dict], dataset: str) -> Row:
@@ -136,10 +164,13 @@ def _binarized(metrics: Mapping[str, dict], dataset: str) -> Row:
     near = [r["near_bound"][i] for c, r, i in picks if c in (0, 2, 3, 8) and "near_bound" in r]
     if not near:
         return UNTESTABLE, "-", "the run has no resnet18 min-img images' pixels (fig3.json)"
-    share = float(np.mean(near))
-    ok = share >= BINARIZED
-    why = f"binarized: at least {BINARIZED:.0%} of pixels within 0.1 of 0 or 1"
-    return (HOLDS if ok else FAILS), f"{share:.1%} of pixels near 0 or 1", why
+    text = ", ".join(f"{v:.1%}" for v in near)
+    passing = sum(v >= BINARIZED for v in near)
+    why = (
+        f"{passing} of {len(near)} images have at least {BINARIZED:.0%} of pixels within 0.1 of "
+        "0 or 1, as real digit images do and class averages do not (holds when all do)"
+    )
+    return (HOLDS if passing == len(near) else FAILS), f"pixels near 0 or 1: {text}", why
 
 
 CHECKS: dict[str, Check] = {
