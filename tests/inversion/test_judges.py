@@ -346,10 +346,10 @@ def test_describe_separates_digits_pushes_outside_the_box_and_non_digits():
     text = V.Verdicts(frame).describe()
     assert "inside [0, 1]: `a` 10/10;" in text
     assert "pixels outside [0, 1]: `b` 10/10;" in text
-    assert "not the digits to the judges: `c` 1/10." in text
+    assert "read as the digits by every judge in under 90% of the images: `c` 1/10." in text
     nine = frame.copy()
     nine.loc[9, ["every judge", "digit and inside"]] = False  # 9 of 10 still count as digits
     assert "inside [0, 1]: `a` 9/10;" in V.Verdicts(nine).describe()
     eight = nine.copy()
     eight.loc[8, ["every judge", "digit and inside"]] = False
-    assert "judges: `a` 8/10, `c` 1/10." in V.Verdicts(eight).describe()
+    assert "images: `a` 8/10, `c` 1/10." in V.Verdicts(eight).describe()

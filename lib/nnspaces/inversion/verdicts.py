@@ -170,7 +170,10 @@ class Verdicts:
                     "read as the digits but with pixels outside [0, 1]: "
                     + _listed(rows[read & ~inside], "every judge")
                 )
-            parts.append(f"not the digits to the judges: {_listed(rows[~read], 'every judge')}")
+            parts.append(
+                f"read as the digits by every judge in under {DIGITS_SHARE:.0%} of the images: "
+                + _listed(rows[~read], "every judge")
+            )
             lines.append(f"- **{network}**: " + "; ".join(parts) + ".")
         return "\n".join(lines)
 
