@@ -168,6 +168,22 @@ def test_mnist_code_path_reads_real_idx_files(tmp_path):
     d = load_dataset("mnist", root=tmp_path, n_test=1000)
     assert (d.n_train, d.n_val, d.n_test) == (50000, 10000, 1000)
     assert "IDX files" in d.describe()
+    assert "classes:" not in d.describe()  # the mnist loader's classes are digits
+
+
+def test_describe_names_the_classes_where_they_are_not_digits():
+    import torch
+
+    from nnspaces.data import Dataset
+
+    x, y = torch.zeros(10, 1, 28, 28), torch.arange(10)
+    fashion = Dataset("fashion-mnist", x, y, x[:0], y[:0], x, y, "test")
+    first, second = fashion.describe().split("\n")
+    assert first == "fashion-mnist: 10 train / 10 test images (test)"
+    assert second.startswith("classes: 0 T-shirt/top, 1 Trouser, 2 Pullover,")
+    assert second.endswith('Where the text says "digit c", read "class c".')
+    digits = Dataset("mnist-embedded", x, y, x[:0], y[:0], x, y, "test")
+    assert "\n" not in digits.describe()
 
 
 def test_class_names_one_per_label_for_every_dataset():

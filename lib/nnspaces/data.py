@@ -102,9 +102,16 @@ class Dataset:
         return len(self.y_test)
 
     def describe(self) -> str:
-        """One line naming the data a run used, e.g. for a notebook's first output."""
+        """One line naming the data a run used, e.g. for a notebook's first output; for data
+        whose classes are not digits, a second line naming them: the lessons' prose speaks of
+        digits (the paper's data), which such a run reads as its classes."""
         val = f" / {self.n_val} val" if self.n_val else ""
-        return f"{self.name}: {self.n_train} train{val} / {self.n_test} test images ({self.source})"
+        line = f"{self.name}: {self.n_train} train{val} / {self.n_test} test images ({self.source})"
+        names = CLASS_NAMES.get(self.name, _DIGITS)
+        if names == _DIGITS:
+            return line
+        listed = ", ".join(f"{c} {n}" for c, n in enumerate(names))
+        return f'{line}\nclasses: {listed}. Where the text says "digit c", read "class c".'
 
     def info(self) -> dict:
         """The same facts as a dict, for metrics JSON files."""
