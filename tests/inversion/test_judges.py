@@ -117,6 +117,7 @@ def test_an_image_with_nan_is_read_by_no_judge():
     images[1, 0, 0, 0] = float("nan")
     frame = V.verdicts(images, [0, 0], {"judge-fixed": Mean(probs)})
     assert frame["judge-fixed"].tolist() == [0, -1] and frame["judge-fixed p"].tolist() == [0.9, 0]
+    assert frame["made"].tolist() == [True, False]  # a failed solve made no image to judge
 
 
 def test_a_network_cannot_sit_on_the_panel():
@@ -353,3 +354,8 @@ def test_describe_separates_digits_pushes_outside_the_box_and_non_digits():
     eight = nine.copy()
     eight.loc[8, ["every judge", "digit and inside"]] = False
     assert "images: `a` 8/10, `c` 1/10." in V.Verdicts(eight).describe()
+    # a set whose every solve failed (all NaN) is not "rejected by the judges": none was made
+    failed = frame.assign(made=[True] * 20 + [False] * 10)
+    text = V.Verdicts(failed).describe()
+    assert "under 90% of the images: none; no image made (every solve failed): `c` 0/10." in text
+    assert V.Verdicts(failed).table().set_index("set").loc["n/c", "made"] == "0/10"

@@ -49,13 +49,13 @@ def test_signed_rows_are_zero_centred_and_real_rows_grey_on_the_unit_range():
 def test_nan_images_and_marks():
     x = torch.full((2, 16), float("nan"))
     x[1] = torch.linspace(-1, 3, 16)
-    fig = ip.signed_grid([x], marks=[[False, True]])
+    fig = ip.signed_grid([x], marks=[[False, True]], mark_label="not the digit to every judge")
     assert images_of(fig)[1].get_clim() == (-3.0, 3.0)  # NaN rows do not set the scale
     axes = [ax for ax in fig.axes if ax.images]
     red = matplotlib.colors.to_rgba("C3")
     assert all(s.get_edgecolor() == red and s.get_visible() for s in axes[1].spines.values())
     assert all(s.get_edgecolor() != red for s in axes[0].spines.values())
-    assert "red frame" in fig._suptitle.get_text()
+    assert "red frame: not the digit to every judge" in fig._suptitle.get_text()
 
 
 def test_null_space_figure_shows_samples_and_their_differences_with_their_ranges():

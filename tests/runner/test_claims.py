@@ -246,6 +246,11 @@ def test_walk_freedom_from_the_layer_table():
     assert v["fcnn1"].holds and "(774 dimensions)" in v["fcnn1"].sentence
     assert not v["fcnn5"].holds and "not the only freedom" in v["fcnn5"].sentence
     assert "3 (128), 4 (96), 5 (22)" in v["fcnn5"].sentence and "528" in v["fcnn5"].sentence
+    assert "pre-images of its draws here: none" in v["fcnn5"].sentence  # no walk in the metrics
+    # the walk through every layer can fail on every draw: the sentence says so
+    walk = {"fcnn5": {"all": {"k": 6, "success": [False] * 6}}}
+    v = verdicts("lesson6.walk_freedom", _lesson6(null_dims={"fcnn5": [528, 0, 128]}, walk=walk))
+    assert "pre-images of its draws here: 0/6" in v["fcnn5"].sentence
     walk = {"fcnn5": {"first": {"k": 6, "success": [True] * 5 + [False]}}}
     v = verdicts("lesson6.walk_first_exact", _lesson6(walk=walk))["fcnn5"]
     assert not v.holds and "5/6" in v.sentence

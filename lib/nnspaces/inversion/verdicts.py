@@ -55,6 +55,7 @@ def verdicts(
         agree &= read == classes
     frame["every judge"] = agree.numpy()
     frame["digit and inside"] = frame["every judge"] & frame["all_inside"]
+    frame["made"] = finite.numpy()  # False: the solver gave no image (NaN), nothing to judge
     return frame
 
 
@@ -104,10 +105,13 @@ def verdict_summary(frame: pd.DataFrame) -> pd.DataFrame:
     mean fraction of pixels in [0, 1]."""
     names = [c for c in frame.columns if f"{c} p" in frame.columns]
     right = frame.assign(**{n: frame[n] == frame["digit"] for n in names})
+    if "made" not in right:  # a verdicts file from before images that failed were counted
+        right["made"] = True
     grouped = right.groupby("set", sort=False)
     out = grouped.agg(
         network=("network", "first"),
         images=("digit", "size"),
+        made=("made", "sum"),
         **{n: (n, "sum") for n in names},
         **{"every judge": ("every judge", "sum"), "digit and inside": ("digit and inside", "sum")},
         **{f"{n} p": (f"{n} p", "mean") for n in names},
@@ -146,7 +150,7 @@ class Verdicts:
         s = s.reset_index() if sets is not None else s
         names = [c[:-2] for c in s.columns if c.endswith(" p")]
         out = pd.DataFrame({"set": s["set"]})
-        for col in [*names, "every judge", "digit and inside"]:
+        for col in ["made", *names, "every judge", "digit and inside"]:
             out[col] = s[col].astype(int).astype(str) + "/" + s["images"].astype(str)
         for n in names:
             out[f"{n} p"] = s[f"{n} p"].round(2)
@@ -155,11 +159,14 @@ class Verdicts:
     def describe(self, sets: Sequence[str] | None = None) -> str:
         """Markdown, per network: its image sets that every judge reads as the intended digits
         (at least :data:`DIGITS_SHARE` of the images) with every pixel in [0, 1]; those they read
-        so but with pixels outside [0, 1]; and those they do not read as the digits, each with
-        its count. From this file's verdicts only."""
+        so but with pixels outside [0, 1]; those they do not; and those where the solver made no
+        image at all (NaN, nothing to judge), each with its count. From this file's verdicts
+        only."""
         s = self.summary if sets is None else self.summary[self.summary["set"].isin(sets)]
         lines = []
         for network, rows in s.groupby("network", sort=False):
+            none_made = rows[rows["made"] == 0]
+            rows = rows[rows["made"] > 0]
             read = rows["every judge"] >= DIGITS_SHARE * rows["images"]
             inside = rows["digit and inside"] >= DIGITS_SHARE * rows["images"]
             parts = [
@@ -174,6 +181,8 @@ class Verdicts:
                 f"read as the digits by every judge in under {DIGITS_SHARE:.0%} of the images: "
                 + _listed(rows[~read], "every judge")
             )
+            if len(none_made):
+                parts.append(f"no image made (every solve failed): {_listed(none_made, 'made')}")
             lines.append(f"- **{network}**: " + "; ".join(parts) + ".")
         return "\n".join(lines)
 

@@ -39,6 +39,7 @@ def signed_grid(
     marks: Sequence[Sequence[bool]] | None = None,
     title: str | None = None,
     caption_label: str = "rel. err / p(c)",
+    mark_label: str = "marked",
     cell: float = 1.0,
 ) -> plt.Figure:
     """A grid of images, one scale per row, with that row's colour bar at its end.
@@ -47,7 +48,8 @@ def signed_grid(
     row (or every row with ``signed[r]`` True) on a zero-centred diverging scale from
     ``-m`` to ``m``, ``m`` the row's largest |pixel|, so that the sign and the size of a pixel
     read off the colour. ``captions[r][c]`` goes under image (r, c), and ``caption_label``
-    says what they are (in the title). ``marks[r][c]`` True frames image (r, c) in red.
+    says what they are (in the title). ``marks[r][c]`` True frames image (r, c) in red, and
+    ``mark_label`` says what a frame means (in the title).
     """
     arrays = [_np(r).astype(float).reshape(len(r), -1) for r in rows]
     n_rows, n_cols = len(arrays), max(len(a) for a in arrays)
@@ -93,7 +95,7 @@ def signed_grid(
     if captions is not None:
         heading += ("\n" if heading else "") + f"under each image: {caption_label}"
     if marks is not None:
-        heading += "; red frame: not recognised by the other networks"
+        heading += f"; red frame: {mark_label}"
     if heading:
         fig.suptitle(heading)
     fig.tight_layout()

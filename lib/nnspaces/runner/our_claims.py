@@ -357,7 +357,9 @@ def _freedom(m: Any, net: str) -> dict | None:
     if not dims:
         return None
     more = [f"{i + 1} ({d})" for i, d in enumerate(dims) if i and d]
-    return {"first": dims[0], "more": _list(more), "n_more": len(more)}
+    w = (m.walk.get(net) or {}).get("all")
+    drawn = f"{int(sum(w['success']))}/{int(w['k'])}" if w else "none"
+    return {"first": dims[0], "more": _list(more), "n_more": len(more), "drawn": drawn}
 
 
 register(
@@ -372,8 +374,9 @@ register(
         'draws in the same space as `layers="first"`.',
         fails="the first layer's null space ({first} dimensions) is not the only freedom: "
         "layers {more} (null-space dimension in brackets) have one too, and "
-        '`layers="all"` draws in them, walking down from the output; `layers="first"` '
-        "keeps the exact solution's hidden values and draws only in the first.",
+        '`layers="all"` draws in them, walking down from the output (pre-images of its '
+        'draws here: {drawn}); `layers="first"` keeps the exact solution\'s hidden values and '
+        "draws only in the first.",
         subjects=lambda m: list(m.null_dims),
     )
 )
