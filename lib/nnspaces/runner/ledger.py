@@ -93,6 +93,21 @@ def _well_conditioned(metrics: Mapping[str, dict], dataset: str) -> Row:
     return (HOLDS if below == len(rows) else FAILS), text, why
 
 
+def _on_mnist(check: Check) -> Check:
+    """``check`` only on the paper's data: the claim is about its MNIST networks or digits."""
+
+    def on_mnist(metrics: Mapping[str, dict], dataset: str) -> Row:
+        if dataset not in paper.DATASETS:
+            return (
+                UNTESTABLE,
+                "-",
+                f"a claim about the paper's MNIST networks; this run is {dataset}",
+            )
+        return check(metrics, dataset)
+
+    return on_mnist
+
+
 def _untestable(why: str) -> Check:
     return lambda metrics, dataset: (UNTESTABLE, "-", why)
 
@@ -179,15 +194,15 @@ CHECKS: dict[str, Check] = {
     "accuracy.resnet18": _number_check("resnet18", "test accuracy"),
     "condition.fcnn1": _number_check("fcnn1", "condition number"),
     "condition.resnet18": _number_check("resnet18", "condition number"),
-    "conv.well_conditioned": _well_conditioned,
+    "conv.well_conditioned": _on_mnist(_well_conditioned),
     "residual.information_lost": _untestable(
         "a statement about what a figure lets one see; fig1 computes the residuals and the "
         "energy each class average keeps, but 'visualises' has no number"
     ),
     "inverse.fcnn_invertible": _invertible,
     "inverse.training_improves": _training,
-    "inverse.recognised": _recognised,
-    "inverse.resnet_binarized": _binarized,
+    "inverse.recognised": _on_mnist(_recognised),
+    "inverse.resnet_binarized": _on_mnist(_binarized),
 }
 
 COLUMNS = ["id", "says", "source", "this_run", "verdict", "why"]
