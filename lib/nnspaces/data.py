@@ -107,11 +107,8 @@ class Dataset:
         digits (the paper's data), which such a run reads as its classes."""
         val = f" / {self.n_val} val" if self.n_val else ""
         line = f"{self.name}: {self.n_train} train{val} / {self.n_test} test images ({self.source})"
-        names = CLASS_NAMES.get(self.name, _DIGITS)
-        if names == _DIGITS:
-            return line
-        listed = ", ".join(f"{c} {n}" for c, n in enumerate(names))
-        return f'{line}\nclasses: {listed}. Where the text says "digit c", read "class c".'
+        note = classes_note(self.name)
+        return f"{line}\n{note}" if note else line
 
     def info(self) -> dict:
         """The same facts as a dict, for metrics JSON files."""
@@ -132,6 +129,16 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"Dataset({self.describe()})"
+
+
+def classes_note(dataset: str) -> str | None:
+    """For a dataset whose classes are not digits, a line naming them and saying how to read
+    the lessons' and the report's "digit c" (the paper's data are digits); None otherwise."""
+    names = CLASS_NAMES.get(dataset, _DIGITS)
+    if names == _DIGITS:
+        return None
+    listed = ", ".join(f"{c} {n}" for c, n in enumerate(names))
+    return f'classes: {listed}. Where the text says "digit c", read "class c".'
 
 
 def load_dataset(

@@ -263,6 +263,15 @@ def test_notebooks_times_data_and_metrics(run_dir):
     assert leaves["networks / fcnn5 / methods / descent / output"][0].endswith("(9 values)")
 
 
+def test_a_run_on_clothing_says_how_to_read_digit(run_dir):
+    assert "classes-note" not in write_report(run_dir, render_notebooks=False).read_text()
+    fig1 = run_dir / "metrics" / "fig1.json"
+    fig1.write_text(fig1.read_text().replace('"mnist-embedded"', '"fashion-mnist"'))
+    text = html.unescape(write_report(run_dir, render_notebooks=False).read_text())
+    assert "0 T-shirt/top, 1 Trouser," in text
+    assert 'Where the text says "digit c", read "class c".' in text
+
+
 def test_links_resolve_and_are_relative(run_dir):
     (run_dir / "figures" / "my plot #2.png").write_bytes(PNG)
     browser = run_dir.parent / "browser"

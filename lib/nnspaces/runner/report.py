@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import paper
+from ..data import classes_note
 from ..files import atomic_write, leaves
 from ..paths import TEMPLATES, shown
 from .decide import evaluate_claims
@@ -367,6 +368,9 @@ def write_report(out_dir: str | Path, *, render_notebooks: bool = True) -> Path:
         total_seconds=total,
         wall=(run or {}).get("seconds"),
         jobs=(run or {}).get("jobs", 1),
+        classes_note=next(
+            (classes_note(m["dataset"]) for m in metrics.values() if m.get("dataset")), None
+        ),
         data_keys=DATA_KEYS,
         data_rows=[
             (name, [_text(m.get(k, "-")) for k in DATA_KEYS])
