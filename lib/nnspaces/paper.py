@@ -121,7 +121,8 @@ CLAIMS: tuple[PaperClaim, ...] = (
     PaperClaim(
         "conv.well_conditioned",
         "the convolution kernels of the fine-tuned ResNet18 are well conditioned",
-        "the caption of Fig. 2 gives 1.07 for layer1[0].conv1; tested here on every convolution",
+        "caption of Fig. 2: 1.07 for layer1[0].conv1, the one layer the paper reports; the "
+        "ledger asks it of every convolution",
     ),
     PaperClaim(
         "residual.information_lost",

@@ -146,6 +146,8 @@ def test_null_space_samples_visible_or_alike():
     assert "594" in v.sentence and "0.1%" in v.sentence
     v = verdicts("lesson4.null_space_visible", _null(0.5, 1.0))["fcnn1"]
     assert v.holds and "50%" in v.sentence
+    # the largest single pixel is not how the images look: the sentence says which it is
+    assert "largest single-pixel difference" in v.sentence and "visibl" not in v.sentence
     assert verdicts("lesson4.null_space_visible", _null(0.05, 1.0))["fcnn1"].holds
 
 
@@ -160,6 +162,7 @@ def _box(big, small):
 def test_larger_step_binarises_or_not():
     v = verdicts("lesson5.larger_step_binarises", _box(0.32, 0.33))["resnet18"]
     assert not v.holds and "32% against 33%" in v.sentence and "(0.1)" in v.sentence
+    assert "binarised" not in v.sentence  # pixels on a bound say nothing of the grey ones
     v = verdicts("lesson5.larger_step_binarises", _box(0.6, 0.3))["resnet18"]
     assert v.holds and "60% against 30% with 0.01" in v.sentence
 

@@ -193,11 +193,12 @@ register(
         "lesson4.null_space_visible",
         "lesson4_exact_inversion",
         Lesson4Metrics,
-        says="the null-space samples differ visibly",
+        says="the null-space samples differ by a sizeable share of their pixel range",
         numbers=_visible,
         test=lambda x: x["share"] >= VISIBLE,
-        holds="the {k} images differ visibly: by up to {diff:.2g}, {share:.0%} of their pixel "
-        "range {range:.3g}.",
+        holds="the {k} images differ by up to {diff:.2g} (the largest single-pixel difference), "
+        "{share:.0%} of their pixel range {range:.3g}; a typical pixel differs far less, so "
+        "the second row, on its own scale, shows where.",
         fails="the {k} images look alike in the first row: they differ by at most {diff:.2g}, "
         "{share:.1%} of their pixel range {range:.3g}; the differences show only in the second "
         "row, on its own scale.",
@@ -228,11 +229,10 @@ register(
         says="the larger projected-gradient step pushes more pixels onto 0 or 1",
         numbers=_binarised,
         test=lambda x: x["big"] - x["small"] >= CLEARLY_MORE,
-        holds="the larger first step ({lr_big:g}) puts clearly more pixels exactly on 0 or 1: "
+        holds="the larger first step ({lr_big:g}) puts more pixels exactly on 0 or 1: "
         "{big:.0%} against {small:.0%} with {lr_small:g}.",
-        fails="the larger first step ({lr_big:g}) does not put clearly more pixels on 0 or 1: "
-        "{big:.0%} against {small:.0%} with {lr_small:g}; the step size is not what makes "
-        "these images look binarised.",
+        fails="the larger first step ({lr_big:g}) does not put clearly more pixels exactly on 0 "
+        "or 1: {big:.0%} against {small:.0%} with {lr_small:g}.",
         subjects=lambda m: list(m.box),
     )
 )
