@@ -227,6 +227,8 @@ def test_unreachable_hidden_value_is_reported():
     )
     assert not r.success[0] and "unreachable" in r.reason[0]
     assert "layer 2 of 2: no input inside SELU's range" in r.reason[0]
+    # the printed limit is the bound plus the margin, and the message says so
+    assert "(every value > -1.7571: the bound -1.7581 plus 0.001)" in r.reason[0]
     assert torch.isnan(r.image[0]).all()
     assert r.success[1] and r.rel_error[1] < 1e-10 and r.reason[1] == ""
 

@@ -210,7 +210,8 @@ class SeluInverter:
                     continue
                 ok[i] = False
                 what = (
-                    f"inside SELU's range (every value > {lo:.4f})"
+                    f"inside SELU's range, kept a margin from its bound (every value > "
+                    f"{lo:.4f}: the bound {SELU_LOWER:.4f} plus {lo - SELU_LOWER:.1g})"
                     if k > 0
                     else f"inside the box [{lo:g}, {hi:g}]"
                 )

@@ -1,6 +1,6 @@
 """Figures of inverse images (Figure 3, lessons 4 and 5): signed images on a zero-centred
 diverging scale with a colour bar, null-space samples beside their differences, grids that
-mark the images other networks do not recognise, solvers' error against their steps, the
+mark chosen images (a caller says what a frame means), solvers' error against their steps, the
 score histograms the paper's targets come from, and the frontier a prior's weight buys.
 
 Like :mod:`nnspaces.plots.figures` (whose style these figures share), nothing here computes: every

@@ -120,10 +120,10 @@ NOTEBOOKS = (
         figures=(
             Figure(
                 "fig3",
-                "Figure 3 (reproduced): per digit, an image each network maps onto the target "
-                "output, one method per network as in the paper (top), and our best images "
-                "inside [0, 1] (bottom). Under each image: relative output error / target-class "
-                "probability.",
+                "Figure 3 (reproduced): per digit, each network's image for the target output, "
+                "one method per network as in the paper (top), and our best images inside "
+                "[0, 1] (bottom). Under each image: how close its output gets (relative output "
+                "error) / target-class probability.",
             ),
             Figure(
                 "fig3_scores",
@@ -183,8 +183,8 @@ NOTEBOOKS = (
             Figure(
                 "lesson5_natural",
                 "Lesson 5: natural pre-images: each network's chosen target variant and prior "
-                "weight, pixels inside [0, 1]; digits the other networks do not recognise are "
-                "framed in red.",
+                "weight, pixels inside [0, 1]; framed in red: not the digit to every judge "
+                "(classifiers that took no part), or pixels outside [0, 1].",
             ),
         ),
     ),
