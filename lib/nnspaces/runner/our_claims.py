@@ -197,8 +197,8 @@ register(
         numbers=_visible,
         test=lambda x: x["share"] >= VISIBLE,
         holds="the {k} images differ by up to {diff:.2g} (the largest single-pixel difference), "
-        "{share:.0%} of their pixel range {range:.3g}; a typical pixel differs far less, so "
-        "the second row, on its own scale, shows where.",
+        "{share:.0%} of their pixel range {range:.3g}; the second row, on its own scale, "
+        "shows where they differ.",
         fails="the {k} images look alike in the first row: they differ by at most {diff:.2g}, "
         "{share:.1%} of their pixel range {range:.3g}; the differences show only in the second "
         "row, on its own scale.",
