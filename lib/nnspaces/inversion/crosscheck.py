@@ -52,7 +52,8 @@ def run_methods(
 ) -> dict[str, InversionResult]:
     """Every compared method (:data:`~nnspaces.inversion.COMPARED`) that applies to
     ``model`` for the targets ``(C, K)``, plus ``best`` (per class the lowest error) and
-    ``best-box`` (the lowest error among images inside [0, 1]). ``quick`` caps the solvers
+    ``best-box`` (the lowest error among images inside [0, 1]; left out when no method gave
+    one image inside [0, 1]). ``quick`` caps the solvers
     of this library's iterative methods (:func:`~nnspaces.inversion.quick_steps`).
     ``stats``: the model's score statistics on ``data``'s training images
     (computed once here when not given). ``methods``: only those of them (in their order;
@@ -83,7 +84,10 @@ def run_methods(
     if not found:
         return results
     results["best"] = combine_best(found)
-    results["best-box"] = combine_best(found, box=True)
+    if any((np.asarray(r.outside) == 0).any() for r in found):
+        # without any image inside [0, 1] a "best-box" would only repeat "best" under a name
+        # that promises the box
+        results["best-box"] = combine_best(found, box=True)
     return results
 
 
