@@ -57,6 +57,10 @@ CONDITION_NUMBER: dict[str, Reference] = {
 #: residual block's first convolution.
 FIGURE_LAYER: dict[str, str] = {"fcnn1": "1", "resnet18": "layer1.0.conv1"}
 
+#: The training images the paper's networks learned from (50,000 of MNIST's 60,000; the rest
+#: validate).
+TRAIN_IMAGES = 50_000
+
 #: The training recipe (Section 2 and the notebook): cross-entropy, SGD, batch 32, 20 epochs.
 TRAINING = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32, "epochs": 20}
 

@@ -74,8 +74,11 @@ def test_conv_kernels_well_conditioned_follows_the_largest():
 
 
 def test_a_number_says_how_far_it_is_not_the_tolerance_as_if_it_were_the_result():
-    row = _row({"fig1": _fig1(3.69, 0.882)}, "accuracy.fcnn1")
+    row = _row({"fig1": _fig1(3.69, 0.882) | {"n_train": 4000}}, "accuracy.fcnn1")
     assert row["why"].startswith("3.8 points below 92%")
+    assert row["why"].endswith("; this run trained on 4,000 images, the paper on 50,000")
+    row = _row({"fig1": _fig1(3.69, 0.882) | {"n_train": 50000}}, "accuracy.fcnn1")
+    assert "trained on" not in row["why"]  # the paper's data size: nothing to say
     row = _row({"fig1": _fig1(3.69, 0.882)}, "condition.fcnn1")
     assert row["why"].startswith("49% below 7.22")
 

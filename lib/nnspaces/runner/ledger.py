@@ -54,7 +54,7 @@ def _number_check(network: str, kind: str) -> Check:
             ok = k.value >= ref - ACCURACY_TOLERANCE
             why = (
                 f"{100 * abs(k.value - ref):.1f} points {side} {100 * ref:.0f}% (holds when at "
-                f"most {100 * ACCURACY_TOLERANCE:.0f} point below)"
+                f"most {100 * ACCURACY_TOLERANCE:.0f} point below){_data_size(metrics)}"
             )
         else:
             ok = abs(k.value / ref - 1) <= CONDITION_TOLERANCE
@@ -65,6 +65,14 @@ def _number_check(network: str, kind: str) -> Check:
         return (HOLDS if ok else FAILS), k.text, why
 
     return check
+
+
+def _data_size(metrics: Mapping[str, dict]) -> str:
+    """How many images this run trained on beside the paper's (a likely cause of a gap)."""
+    n = next((m["n_train"] for m in metrics.values() if m.get("n_train")), None)
+    if n is None or n == paper.TRAIN_IMAGES:
+        return ""
+    return f"; this run trained on {n:,} images, the paper on {paper.TRAIN_IMAGES:,}"
 
 
 def _untrained(metrics: Mapping[str, dict], layer: str, value: float, ref: float) -> str:

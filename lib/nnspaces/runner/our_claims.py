@@ -294,10 +294,12 @@ register(
         says="descent leaves the raw-score targets only when all match, or at its step limit",
         numbers=_descent_stop,
         test=lambda x: x["reached"] == x["n"] or x["steps"] >= x["limit"],
-        holds="`descent` stopped after {steps} of its {limit} steps with {reached}/{n} digits "
-        "matched: it stops when every digit matches or at its step limit.",
-        fails="`descent` stopped after {steps} of its {limit} steps with {reached}/{n} digits "
-        "matched: the stall rule ended the others before the step limit.",
+        holds="on the raw-score probability targets (p(c) >= 0.9, from the average of all "
+        "images), `descent` stopped after {steps} of its {limit} steps with {reached}/{n} "
+        "digits matched: it stops when every digit matches or at its step limit.",
+        fails="on the raw-score probability targets (p(c) >= 0.9, from the average of all "
+        "images), `descent` stopped after {steps} of its {limit} steps with {reached}/{n} "
+        "digits matched: the stall rule ended the others before the step limit.",
         subjects=lambda m: list(m.probability),
     )
 )
