@@ -41,24 +41,30 @@ def test_a_number_of_the_paper_holds_within_its_tolerance_and_only_on_mnist():
     )
 
 
+def _fig2(rows: list[dict], condition: float = 1.07) -> dict:
+    """fig2 metrics of resnet18 with these per-layer rows and layer1.0.conv1's number."""
+    return {
+        "fig2": {
+            "dataset": "mnist-embedded",
+            "network": "resnet18",
+            "test_accuracy": 0.99,
+            "epochs": 1,
+            "layer": "layer1.0.conv1",
+            "singular_values": [1.0],
+            "condition_number": condition,
+            "per_layer": rows,
+        }
+    }
+
+
 def test_conv_kernels_well_conditioned_follows_the_largest():
     def fig2(worst):
-        rows = [
-            {"layer": "conv1", "condition_number_trained": worst},
-            {"layer": "layer1.0.conv1", "condition_number_trained": 1.07},
-        ]
-        return {
-            "fig2": {
-                "dataset": "mnist-embedded",
-                "network": "resnet18",
-                "test_accuracy": 0.99,
-                "epochs": 1,
-                "layer": "layer1.0.conv1",
-                "singular_values": [1.0],
-                "condition_number": 1.07,
-                "per_layer": rows,
-            }
-        }
+        return _fig2(
+            [
+                {"layer": "conv1", "condition_number_trained": worst},
+                {"layer": "layer1.0.conv1", "condition_number_trained": 1.07},
+            ]
+        )
 
     assert _row(fig2(9.9), "conv.well_conditioned")["verdict"] == HOLDS
     before = fig2(13.4)
@@ -83,31 +89,20 @@ def test_a_number_says_how_far_it_is_not_the_tolerance_as_if_it_were_the_result(
     assert row["why"].startswith("49% below 7.22")
 
 
-def _fig2(trained: float, init: float) -> dict:
+def _conv1(trained: float, init: float) -> dict:
     row = {
         "layer": "layer1.0.conv1",
         "condition_number_trained": trained,
         "condition_number_init": init,
     }
-    return {
-        "fig2": {
-            "dataset": "mnist-embedded",
-            "network": "resnet18",
-            "test_accuracy": 0.99,
-            "epochs": 1,
-            "layer": "layer1.0.conv1",
-            "singular_values": [1.0],
-            "condition_number": trained,
-            "per_layer": [row],
-        }
-    }
+    return _fig2([row], condition=trained)
 
 
 def test_a_condition_number_the_untrained_layer_also_meets_says_so():
-    row = _row(_fig2(1.084, 1.081), "condition.resnet18")
+    row = _row(_conv1(1.084, 1.081), "condition.resnet18")
     assert row["verdict"] == HOLDS
     assert "untrained layer has 1.081 (trained 1.084), within it too" in row["why"]
-    row = _row(_fig2(1.084, 1.5), "condition.resnet18")
+    row = _row(_conv1(1.084, 1.5), "condition.resnet18")
     assert row["verdict"] == HOLDS and "within it too" not in row["why"]
 
 
