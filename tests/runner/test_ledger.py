@@ -73,6 +73,7 @@ def test_conv_kernels_well_conditioned_follows_the_largest():
     assert row["verdict"] == FAILS and "conv1 before training: 14.5" in row["why"]
     row = _row(fig2(12.5), "conv.well_conditioned")
     assert row["verdict"] == FAILS and "12.5 (conv1" in row["this_run"]
+    assert row["this_run"].endswith("the paper's layer layer1.0.conv1: 1.07")
     # a claim about the paper's MNIST network: not tested on a network trained on other data
     fashion = fig2(9.9)
     fashion["fig2"]["dataset"] = "fashion-mnist"
@@ -80,11 +81,15 @@ def test_conv_kernels_well_conditioned_follows_the_largest():
 
 
 def test_a_number_says_how_far_it_is_not_the_tolerance_as_if_it_were_the_result():
-    row = _row({"fig1": _fig1(3.69, 0.882) | {"n_train": 4000}}, "accuracy.fcnn1")
+    row = _row({"fig1": _fig1(3.69, 0.882) | {"n_train": 4000, "epochs": 20}}, "accuracy.fcnn1")
     assert row["why"].startswith("3.8 points below 92%")
     assert row["why"].endswith("; this run trained on 4,000 images, the paper on 50,000")
-    row = _row({"fig1": _fig1(3.69, 0.882) | {"n_train": 50000}}, "accuracy.fcnn1")
-    assert "trained on" not in row["why"]  # the paper's data size: nothing to say
+    row = _row({"fig1": _fig1(3.69, 0.882) | {"n_train": 50000, "epochs": 20}}, "accuracy.fcnn1")
+    assert "trained on" not in row["why"]  # the paper's data size and epochs: nothing to say
+    fewer = _fig1(3.69, 0.882) | {"n_train": 4000, "epochs": 10}
+    assert _row({"fig1": fewer}, "accuracy.fcnn1")["why"].endswith(
+        "; this run trained on 4,000 images, 10 epochs, the paper on 50,000, 20 epochs"
+    )
     row = _row({"fig1": _fig1(3.69, 0.882)}, "condition.fcnn1")
     assert row["why"].startswith("49% below 7.22")
 

@@ -54,7 +54,7 @@ def _number_check(network: str, kind: str) -> Check:
             ok = k.value >= ref - ACCURACY_TOLERANCE
             why = (
                 f"{100 * abs(k.value - ref):.1f} points {side} {100 * ref:.0f}% (holds when at "
-                f"most {100 * ACCURACY_TOLERANCE:.0f} point below){_data_size(metrics)}"
+                f"most {100 * ACCURACY_TOLERANCE:.0f} point below){_data_size(metrics, network)}"
             )
         else:
             ok = abs(k.value / ref - 1) <= CONDITION_TOLERANCE
@@ -67,12 +67,21 @@ def _number_check(network: str, kind: str) -> Check:
     return check
 
 
-def _data_size(metrics: Mapping[str, dict]) -> str:
-    """How many images this run trained on beside the paper's (a likely cause of a gap)."""
+def _data_size(metrics: Mapping[str, dict], network: str) -> str:
+    """How many images and epochs this run trained ``network`` on beside the paper's (likely
+    causes of a gap), where they differ."""
     n = next((m["n_train"] for m in metrics.values() if m.get("n_train")), None)
-    if n is None or n == paper.TRAIN_IMAGES:
+    epochs = next((m["epochs"] for m in metrics.values() if m.get("network") == network), None)
+    ours, theirs = [], []
+    if n is not None and n != paper.TRAIN_IMAGES:
+        ours.append(f"{n:,} images")
+        theirs.append(f"{paper.TRAIN_IMAGES:,}")
+    if isinstance(epochs, int) and epochs != paper.TRAINING["epochs"]:
+        ours.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+        theirs.append(f"{paper.TRAINING['epochs']} epochs")
+    if not ours:
         return ""
-    return f"; this run trained on {n:,} images, the paper on {paper.TRAIN_IMAGES:,}"
+    return f"; this run trained on {', '.join(ours)}, the paper on {', '.join(theirs)}"
 
 
 def _untrained(metrics: Mapping[str, dict], layer: str, value: float, ref: float) -> str:
@@ -99,6 +108,9 @@ def _well_conditioned(metrics: Mapping[str, dict], dataset: str) -> Row:
     worst = max(rows, key=lambda r: r["condition_number_trained"])
     below = sum(r["condition_number_trained"] < WELL_CONDITIONED for r in rows)
     text = f"largest {worst['condition_number_trained']:.3g} ({worst['layer']}, {len(rows)} convs)"
+    shown = next((r for r in rows if r["layer"] == paper.FIGURE_LAYER["resnet18"]), None)
+    if shown is not None and shown is not worst:
+        text += f"; the paper's layer {shown['layer']}: {shown['condition_number_trained']:.3g}"
     why = f"{below} of {len(rows)} convolutions below {WELL_CONDITIONED:g} (holds when all are)"
     if worst.get("condition_number_init"):
         why += f"; {worst['layer']} before training: {worst['condition_number_init']:.3g}"

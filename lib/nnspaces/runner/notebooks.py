@@ -73,7 +73,7 @@ NOTEBOOKS = (
                 "fig1",
                 "Figure 1 (reproduced): the one-layer FCNN. Rows: the weights w_c (one 28x28 "
                 "template per output), the signal space s_i v_i (scaled right singular vectors), "
-                "the class averages a_c and their residuals r_c = a_c - proj_{w_c} a_c.",
+                "the residuals r_c = a_c - proj_{w_c} a_c, and the class averages a_c.",
             ),
             Figure(
                 "fig1_energy",
