@@ -295,11 +295,13 @@ register(
         numbers=_descent_stop,
         test=lambda x: x["reached"] == x["n"] or x["steps"] >= x["limit"],
         holds="on the raw-score probability targets (p(c) >= 0.9, from the average of all "
-        "images), `descent` stopped after {steps} of its {limit} steps with {reached}/{n} "
-        "digits matched: it stops when every digit matches or at its step limit.",
+        "images), `descent` (with its Levenberg-Marquardt polish) stopped after {steps} of "
+        "its {limit} steps with {reached}/{n} digits matched: it stops when every digit is "
+        "matched or handed to the polish, or at its step limit.",
         fails="on the raw-score probability targets (p(c) >= 0.9, from the average of all "
-        "images), `descent` stopped after {steps} of its {limit} steps with {reached}/{n} "
-        "digits matched: the stall rule ended the others before the step limit.",
+        "images), `descent` (with its Levenberg-Marquardt polish) stopped after {steps} of "
+        "its {limit} steps with {reached}/{n} digits matched: the stall rule ended the others "
+        "before the step limit.",
         subjects=lambda m: list(m.probability),
     )
 )
