@@ -86,6 +86,8 @@ def test_a_number_says_how_far_it_is_not_the_tolerance_as_if_it_were_the_result(
     assert row["why"].endswith("; this run trained on 4,000 images, the paper on 50,000")
     row = _row({"fig1": _fig1(3.69, 0.882) | {"n_train": 50000, "epochs": 20}}, "accuracy.fcnn1")
     assert "trained on" not in row["why"]  # the paper's data size and epochs: nothing to say
+    bare = {k: v for k, v in _fig1(3.69, 0.882).items() if k != "epochs"}  # no epochs saved
+    assert _row({"fig1": bare}, "accuracy.fcnn1")["verdict"] == FAILS  # still decided
     fewer = _fig1(3.69, 0.882) | {"n_train": 4000, "epochs": 10}
     assert _row({"fig1": fewer}, "accuracy.fcnn1")["why"].endswith(
         "; this run trained on 4,000 images, 10 epochs, the paper on 50,000, 20 epochs"

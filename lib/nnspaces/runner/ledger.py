@@ -71,7 +71,7 @@ def _data_size(metrics: Mapping[str, dict], network: str) -> str:
     """How many images and epochs this run trained ``network`` on beside the paper's (likely
     causes of a gap), where they differ."""
     n = next((m["n_train"] for m in metrics.values() if m.get("n_train")), None)
-    epochs = next((m["epochs"] for m in metrics.values() if m.get("network") == network), None)
+    epochs = next((m.get("epochs") for m in metrics.values() if m.get("network") == network), None)
     ours, theirs = [], []
     if n is not None and n != paper.TRAIN_IMAGES:
         ours.append(f"{n:,} images")
