@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnspaces.models import load_model
+from nnspaces.loading import load_model
 from nnspaces.paths import NOTEBOOK_DIR
 
 MODELS = textwrap.dedent(

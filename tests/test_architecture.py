@@ -34,6 +34,7 @@ LAYERS = (
         "data",
         "augment",
         "models",
+        "loading",
         "training",
         "spaces",
         "inversion",

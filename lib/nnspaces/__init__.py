@@ -50,7 +50,7 @@ _FRONT_DOOR = {
     "REGISTRY": "models",
     "build_model": "models",
     "is_selu_stack": "models",
-    "load_model": "models",
+    "load_model": "loading",
     "materialize": "models",
     "model_as": "models",
     "n_parameters": "models",
