@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from nnspaces import paper
-from nnspaces.runner import our_claims
+from nnspaces.runner import lesson_claims, our_claims
 from nnspaces.runner.claims import RUN, Claim
 from nnspaces.runner.decide import claim, claims, evaluate_claims, get_claim
 from nnspaces.runner.metrics import Fig3Metrics
@@ -211,9 +211,9 @@ def test_lm_on_selu_networks():
     v = verdicts("lesson6.selu_lm_few_steps", data)
     assert set(v) == {"fcnn5"}  # exact applies: a SELU network; resnet18 is not one
     assert not v["fcnn5"].holds and "2/10" in v["fcnn5"].sentence and "0.13" in v["fcnn5"].sentence
-    fast = res(1e-12, steps=our_claims.FEW_STEPS, n_success=10)
+    fast = res(1e-12, steps=lesson_claims.FEW_STEPS, n_success=10)
     v = verdicts("lesson6.selu_lm_few_steps", data | {"min_max": {"fcnn5": {"lm": fast}}})
-    assert v["fcnn5"].holds and f"in {our_claims.FEW_STEPS} steps" in v["fcnn5"].sentence
+    assert v["fcnn5"].holds and f"in {lesson_claims.FEW_STEPS} steps" in v["fcnn5"].sentence
 
 
 def test_lm_says_when_its_step_limit_stopped_it():

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import our_claims  # noqa: F401  (registers the claims)
+from . import lesson_claims, our_claims  # noqa: F401  (register the claims)
 from .claims import _REGISTRY, Claim, Rendered
 from .metrics import MetricsLayoutError
 from .numbers import read_back, read_metrics
