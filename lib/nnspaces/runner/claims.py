@@ -1,4 +1,5 @@
-"""Claims: every statement about a result, as data (the registry: :mod:`.our_claims`, :mod:`.lesson_claims`).
+"""Claims: every statement about a result, as data (the registry: :mod:`.our_claims` and
+:mod:`.lesson_claims`).
 
 A :class:`Claim` reads one metrics file (its dataclass, :mod:`.metrics`): for each subject it
 is about (a network, or the run) it takes the numbers that decide it (``numbers``), decides
